@@ -1,0 +1,895 @@
+"""Video I/O at the edge of vidiff: read and write mp4 / gif / PNG folders, contact sheets, and the
+uint8 <-> float tensor conversions.
+
+Everything outside this module sees video as ``float32 [B, C, F, H, W]`` in ``[-1, 1]``; only here
+does video exist as ``uint8 [F, H, W, 3]`` RGB arrays.
+
+Decisions worth knowing:
+
+* Reading uses PyAV, so any container FFmpeg can demux works. A file that is really a still image
+  (PNG, JPEG... even renamed ``.mp4``) is rejected: FFmpeg would happily "decode" it as one frame.
+* Frame times come from presentation timestamps measured from the stream's start time, so
+  resampling to a target ``fps`` is exact for variable-frame-rate files too.
+* A decoding error in the middle of a file (truncated download, corrupted bytes) returns the frames
+  decoded before the error with a ``warnings.warn`` naming the file; with ``strict=True`` it raises
+  instead. An error before the first frame always raises.
+* Colour conversion between RGB and YUV uses FFmpeg's defaults on both sides (BT.601), so files
+  written here read back consistently; the display rotation flag of phone videos is not applied.
+* Writes are atomic: a temporary file (or folder) in the destination's directory, then
+  ``os.replace``. After a failure no partial output is left behind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = [
+    "VideoInfo",
+    "VideoReadError",
+    "VideoWriteError",
+    "contact_sheet",
+    "frames_to_tensor",
+    "iter_frames",
+    "probe_video",
+    "read_frames_png",
+    "read_video",
+    "tensor_to_frames",
+    "write_frames_png",
+    "write_video",
+]
+
+# Seconds PyAV waits on a blocking open/read before giving up (matters for pipes and network
+# mounts; a local file never gets near it).
+_IO_TIMEOUT_S = (30.0, 30.0)
+
+
+def _is_still_image_format(format_name: str) -> bool:
+    # FFmpeg reads single images with `image2` or a `<codec>_pipe` demuxer (png_pipe, jpeg_pipe...);
+    # they are not videos even when named `clip.mp4`.
+    return format_name == "image2" or format_name.endswith("_pipe")
+
+
+_H264_SUFFIXES = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
+
+_PNG_FRAME_NAME = "frame_{:05d}.png"
+
+
+class VideoReadError(Exception):
+    """A video (or PNG frame folder) could not be read; the message names the file and the cause."""
+
+
+class VideoWriteError(Exception):
+    """A video could not be written; the message names the destination and the cause."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a container says about its first video stream.
+
+    ``num_frames`` comes from the container's index when it has one (``num_frames_exact=True``);
+    otherwise it is ``round(duration_s * fps)``.
+    """
+
+    path: str
+    width: int
+    height: int
+    fps: float
+    num_frames: int
+    duration_s: float
+    codec: str
+    num_frames_exact: bool = True
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_readable_file(path: str | os.PathLike) -> str:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise VideoReadError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise VideoReadError(
+            f"{path}: is a directory, not a video file (use read_frames_png for a folder of PNG frames)"
+        )
+    if os.path.getsize(path) == 0:
+        raise VideoReadError(f"{path}: file is empty (0 bytes)")
+    return path
+
+
+def _open_video(path: str) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    """Open ``path`` and return it with its first video stream; every failure is a VideoReadError."""
+    try:
+        container = av.open(path, mode="r", timeout=_IO_TIMEOUT_S)
+    except (av.FFmpegError, OSError) as err:
+        raise VideoReadError(f"{path}: not a readable video container ({err})") from err
+    try:
+        format_name = container.format.name
+        if _is_still_image_format(format_name):
+            raise VideoReadError(f"{path}: is a still image ({format_name}), not a video")
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            raise VideoReadError(f"{path}: has no video stream (streams: {', '.join(kinds)})")
+        stream = container.streams.video[0]
+        if stream.codec_context is None or not stream.codec_context.name:
+            raise VideoReadError(f"{path}: video stream has no decodable codec")
+    except BaseException:
+        container.close()
+        raise
+    return container, stream
+
+
+def _stream_fps(stream) -> float | None:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            value = float(rate)
+            if math.isfinite(value) and 0 < value < 10_000:
+                return value
+    return None
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Read a video's header: size, frame rate, frame count, duration and codec (nothing decoded)."""
+    path = _check_readable_file(path)
+    container, stream = _open_video(path)
+    try:
+        fps = _stream_fps(stream)
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        else:
+            duration = None
+        num_frames, exact = int(stream.frames or 0), True
+        if num_frames <= 0:
+            exact = False
+            num_frames = round(duration * fps) if duration and fps else 0
+        if duration is None:
+            duration = num_frames / fps if fps else 0.0
+        if fps is None:
+            fps = num_frames / duration if duration else 0.0
+        return VideoInfo(
+            path=path,
+            width=int(stream.codec_context.width),
+            height=int(stream.codec_context.height),
+            fps=fps,
+            num_frames=num_frames,
+            duration_s=duration,
+            codec=stream.codec_context.name,
+            num_frames_exact=exact,
+        )
+    finally:
+        container.close()
+
+
+@dataclass
+class _DecodeState:
+    decoded: int = 0  # frames that came out of the decoder (before any selection)
+    end_time: float | None = None  # end of the last decoded frame's display interval, seconds
+
+
+def _timed_frames(container, stream, path: str, strict: bool, state: _DecodeState):
+    """Yield ``(t, frame)`` in presentation order, ``t`` in seconds from the stream's start.
+
+    On a decoding error after at least one frame: warn and stop (or raise when ``strict``).
+    """
+    origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    native_fps = _stream_fps(stream)
+    previous_t = None
+    decoder = container.decode(stream)
+    while True:
+        try:
+            frame = next(decoder)
+        except StopIteration:
+            return
+        except (av.FFmpegError, OSError) as err:
+            if state.decoded == 0 or strict:
+                where = "before the first frame" if state.decoded == 0 else f"after frame {state.decoded}"
+                raise VideoReadError(f"{path}: decoding failed {where} ({err})") from err
+            warnings.warn(
+                f"{path}: decoding failed after frame {state.decoded} ({err}); "
+                f"returning the {state.decoded} frames decoded before the error",
+                stacklevel=4,
+            )
+            return
+        if frame.pts is not None and frame.time_base is not None:
+            t = float(frame.pts * frame.time_base) - origin
+        elif native_fps:
+            t = state.decoded / native_fps
+        else:
+            t = float(state.decoded)
+        if frame.duration and frame.time_base is not None:
+            frame_dt = float(frame.duration * frame.time_base)
+        elif native_fps:
+            frame_dt = 1.0 / native_fps
+        elif previous_t is not None:
+            frame_dt = max(t - previous_t, 0.0)
+        else:
+            frame_dt = 0.0
+        state.decoded += 1
+        state.end_time = t + frame_dt
+        previous_t = t
+        yield t, frame
+
+
+def _select_stride(timed, stride: int, start_s: float):
+    """Every ``stride``-th frame, starting at the first frame shown at or after ``start_s``."""
+    kept = ((t, f) for t, f in timed if start_s <= 0 or t >= start_s - 1e-6)
+    for _, frame in itertools.islice(kept, 0, None, stride):
+        yield frame
+
+
+def _select_fps(timed, fps: float, start_s: float, state: _DecodeState):
+    """Nearest frame (by presentation time) at each target time ``start_s + k / fps``.
+
+    Targets run while they fall before the end of the last frame's display interval, so a clip
+    of duration D gives ``ceil((D - start_s) * fps)`` frames. Ties go to the earlier frame. Works
+    for down- and up-sampling (up-sampling repeats frames).
+    """
+    k = 0
+    previous = None  # (t, frame)
+    for t, frame in timed:
+        while True:
+            target = start_s + k / fps
+            if target > t:
+                break
+            # Target lies in [previous.t, t]: choose the closer of the two frames.
+            if previous is not None and target - previous[0] <= t - target:
+                yield previous[1]
+            else:
+                yield frame
+            k += 1
+        previous = (t, frame)
+    if previous is None:
+        return
+    end = state.end_time if state.end_time is not None else previous[0]
+    while start_s + k / fps < end - 1e-9:
+        yield previous[1]
+        k += 1
+
+
+def _resize(image: Image.Image, size, crop: bool) -> Image.Image:
+    """Resize with Pillow (antialiased bicubic).
+
+    ``size`` int: the short side becomes ``size``, aspect kept. ``(h, w)`` with ``crop``: the
+    largest centred region with the target aspect is cut out and scaled to ``(h, w)``; without
+    ``crop``: a plain resize to ``(h, w)`` that changes the aspect ratio.
+    """
+    width, height = image.size
+    if isinstance(size, int):
+        if width <= height:
+            new_w, new_h = size, max(1, round(height * size / width))
+        else:
+            new_w, new_h = max(1, round(width * size / height)), size
+        box = None
+    else:
+        new_h, new_w = size
+        box = None
+        if crop:
+            scale = max(new_w / width, new_h / height)
+            src_w, src_h = new_w / scale, new_h / scale
+            left, top = (width - src_w) / 2, (height - src_h) / 2
+            box = (left, top, left + src_w, top + src_h)
+    if (new_w, new_h) == (width, height) and box is None:
+        return image
+    return image.resize((new_w, new_h), Image.Resampling.BICUBIC, box=box)
+
+
+def _validate_read_args(fps, stride, max_frames, start_s, size) -> None:
+    if fps is not None and stride != 1:
+        raise ValueError(f"fps={fps} and stride={stride} are mutually exclusive; pass one of them")
+    if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride!r}")
+    if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
+        raise ValueError(f"max_frames must be a positive integer or None, got {max_frames!r}")
+    if not (isinstance(start_s, (int, float)) and math.isfinite(start_s) and start_s >= 0):
+        raise ValueError(f"start_s must be a finite number >= 0, got {start_s!r}")
+    if size is not None:
+        ok = (isinstance(size, int) and not isinstance(size, bool) and size > 0) or (
+            isinstance(size, (tuple, list))
+            and len(size) == 2
+            and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
+        )
+        if not ok:
+            raise ValueError(f"size must be a positive int (short side) or (height, width), got {size!r}")
+
+
+def iter_frames(
+    path: str | os.PathLike,
+    *,
+    fps: float | None = None,
+    stride: int = 1,
+    max_frames: int | None = None,
+    start_s: float = 0.0,
+    size: int | tuple[int, int] | None = None,
+    crop: bool = True,
+    strict: bool = False,
+) -> Iterator[np.ndarray]:
+    """Stream frames of a video file as uint8 ``[H, W, 3]`` RGB arrays.
+
+    Same arguments as :func:`read_video`. Decoding is lazy: it stops as soon as ``max_frames``
+    frames were produced or the caller stops iterating, and the file is closed then.
+    """
+    # Argument and file checks run now, at the call, not at the first next().
+    _validate_read_args(fps, stride, max_frames, start_s, size)
+    size = tuple(size) if isinstance(size, list) else size
+    path = _check_readable_file(path)
+    return _generate_frames(path, fps, stride, max_frames, float(start_s), size, crop, strict)
+
+
+def _generate_frames(path, fps, stride, max_frames, start_s, size, crop, strict) -> Iterator[np.ndarray]:
+    container, stream = _open_video(path)
+    try:
+        # Frame threading ("AUTO") would be faster on large files but hides decoding errors of
+        # truncated files (they end early and silently); the default slice threading reports them.
+        state = _DecodeState()
+        if start_s > 0:
+            # Jump to the keyframe before start_s instead of decoding everything before it; a
+            # container that cannot seek is simply decoded from the beginning.
+            try:
+                base = stream.start_time or 0
+                native = _stream_fps(stream) or 30.0
+                target = base + int((start_s - 1.0 / native) / stream.time_base)
+                if target > base:
+                    container.seek(target, stream=stream, backward=True, any_frame=False)
+            except (av.FFmpegError, OSError, ValueError, TypeError):
+                container.close()
+                container, stream = _open_video(path)
+        timed = _timed_frames(container, stream, path, strict, state)
+        if fps is not None:
+            selected = _select_fps(timed, float(fps), float(start_s), state)
+        else:
+            selected = _select_stride(timed, stride, float(start_s))
+        produced = 0
+        for frame in itertools.islice(selected, max_frames):
+            if size is None:
+                array = frame.to_ndarray(format="rgb24")
+            else:
+                array = np.asarray(_resize(frame.to_image(), size, crop))
+            produced += 1
+            yield array
+        if produced == 0:
+            if state.decoded == 0:
+                raise VideoReadError(f"{path}: contains no decodable video frames")
+            raise VideoReadError(
+                f"{path}: no frames at or after start_s={start_s} "
+                f"(the video ends at {state.end_time:.3f} s)"
+            )
+    finally:
+        container.close()
+
+
+def read_video(
+    path: str | os.PathLike,
+    *,
+    fps: float | None = None,
+    stride: int = 1,
+    max_frames: int | None = None,
+    start_s: float = 0.0,
+    size: int | tuple[int, int] | None = None,
+    crop: bool = True,
+    strict: bool = False,
+) -> np.ndarray:
+    """Decode a video file into a uint8 ``[F, H, W, 3]`` RGB array.
+
+    Args:
+        path: any container FFmpeg demuxes (mp4, mkv, webm, mov, gif, ...).
+        fps: resample to this frame rate: output frame k is the source frame whose presentation
+            time is nearest to ``start_s + k / fps`` (ties to the earlier frame), for
+            ``k < ceil((duration - start_s) * fps)``. Works for down- and up-sampling.
+        stride: keep every ``stride``-th decoded frame. Mutually exclusive with ``fps``.
+        max_frames: stop after this many output frames (decoding stops there too).
+        start_s: skip to this time in seconds (seeks to the keyframe before it when possible).
+        size: ``int`` sets the short side keeping the aspect ratio; ``(h, w)`` gives exactly that
+            size: centre crop to the aspect ratio then resize when ``crop``, plain resize otherwise.
+            Antialiased bicubic (Pillow).
+        crop: see ``size``.
+        strict: raise on a decoding error in the middle of the file instead of returning the
+            frames decoded before it (with a warning).
+
+    Raises:
+        VideoReadError: missing, empty, non-video, corrupt file or no frames; names the file.
+        ValueError: inconsistent arguments (e.g. both ``fps`` and ``stride``).
+    """
+    frames = list(
+        iter_frames(
+            path, fps=fps, stride=stride, max_frames=max_frames, start_s=start_s, size=size,
+            crop=crop, strict=strict,
+        )
+    )
+    return np.stack(frames)
+
+
+def read_frames_png(directory: str | os.PathLike) -> np.ndarray:
+    """Read a folder of PNG frames (sorted by file name) into a uint8 ``[F, H, W, 3]`` array.
+
+    Uses ``frame_*.png`` when present (what :func:`write_frames_png` writes), else every ``*.png``.
+    Grey or RGBA images are converted to RGB (alpha dropped).
+    """
+    directory = os.fspath(directory)
+    if not os.path.exists(directory):
+        raise VideoReadError(f"{directory}: no such directory")
+    if not os.path.isdir(directory):
+        raise VideoReadError(f"{directory}: is a file, not a directory of PNG frames")
+    names = sorted(n for n in os.listdir(directory) if n.lower().endswith(".png"))
+    framed = [n for n in names if n.startswith("frame_")]
+    names = framed or names
+    if not names:
+        raise VideoReadError(f"{directory}: contains no .png frames")
+    frames = []
+    for name in names:
+        file = os.path.join(directory, name)
+        try:
+            with Image.open(file) as image:
+                frames.append(np.asarray(image.convert("RGB")))
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            raise VideoReadError(f"{file}: not a readable PNG image ({err})") from err
+        if frames[-1].shape != frames[0].shape:
+            raise VideoReadError(
+                f"{file}: size {frames[-1].shape[1]}x{frames[-1].shape[0]} differs from the first "
+                f"frame's {frames[0].shape[1]}x{frames[0].shape[0]}"
+            )
+    return np.stack(frames)
+
+
+# ----------------------------------------------------------------------------------------------
+# Conversions
+# ----------------------------------------------------------------------------------------------
+
+
+def frames_to_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 ``[F, H, W, 3]`` -> float32 ``[3, F, H, W]`` in ``[-1, 1]``: ``x = u / 127.5 - 1``."""
+    if isinstance(frames, np.ndarray):
+        frames = torch.from_numpy(np.ascontiguousarray(frames))
+    if not isinstance(frames, torch.Tensor):
+        raise TypeError(f"frames must be a numpy array or torch tensor, got {type(frames).__name__}")
+    if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(
+            f"frames must be uint8 [F, H, W, 3], got {frames.dtype} with shape {tuple(frames.shape)}"
+        )
+    return frames.permute(3, 0, 1, 2).to(torch.float32) / 127.5 - 1.0
+
+
+def tensor_to_frames(video: torch.Tensor | np.ndarray) -> np.ndarray:
+    """float ``[3, F, H, W]`` or ``[1, 3, F, H, W]`` in ``[-1, 1]`` -> uint8 ``[F, H, W, 3]``.
+
+    ``u = clamp(round((x + 1) * 127.5), 0, 255)``; exact inverse of :func:`frames_to_tensor` on
+    its outputs. NaN becomes 0.
+    """
+    if isinstance(video, np.ndarray):
+        video = torch.from_numpy(video)
+    if not isinstance(video, torch.Tensor):
+        raise TypeError(f"video must be a torch tensor or numpy array, got {type(video).__name__}")
+    if not video.is_floating_point():
+        raise ValueError(f"video must be a float tensor in [-1, 1], got dtype {video.dtype}")
+    if video.ndim == 5:
+        if video.shape[0] != 1:
+            raise ValueError(
+                f"video batch has {video.shape[0]} videos (shape {tuple(video.shape)}); "
+                "convert one video at a time"
+            )
+        video = video[0]
+    if video.ndim != 4 or video.shape[0] != 3:
+        raise ValueError(f"video must be [3, F, H, W] or [1, 3, F, H, W], got shape {tuple(video.shape)}")
+    values = ((video.detach().to("cpu", torch.float32) + 1.0) * 127.5).round()
+    values = torch.nan_to_num(values, nan=0.0).clamp(0, 255).to(torch.uint8)
+    return values.permute(1, 2, 3, 0).contiguous().numpy()
+
+
+def _as_frames(video) -> np.ndarray:
+    """Anything write_video/contact_sheet accept -> contiguous uint8 ``[F, H, W, 3]``.
+
+    uint8 arrays/tensors are frames ``[F, H, W, 3]``; float ones are ``[3, F, H, W]`` or
+    ``[1, 3, F, H, W]`` in ``[-1, 1]``. Raises ValueError/TypeError describing the problem.
+    """
+    if isinstance(video, torch.Tensor):
+        if video.dtype == torch.uint8:
+            video = video.detach().cpu().numpy()
+        elif video.is_floating_point():
+            frames = tensor_to_frames(video)
+            if frames.shape[0] == 0:
+                raise ValueError("video has zero frames")
+            return frames
+        else:
+            raise ValueError(f"tensor dtype {video.dtype} is neither uint8 frames nor float video")
+    if not isinstance(video, np.ndarray):
+        raise TypeError(f"expected a numpy array or torch tensor, got {type(video).__name__}")
+    if np.issubdtype(video.dtype, np.floating):
+        try:
+            frames = tensor_to_frames(video)
+        except ValueError as err:
+            raise ValueError(f"float input is read as a [3, F, H, W] video in [-1, 1]: {err}") from err
+    elif video.dtype == np.uint8:
+        if video.ndim != 4 or video.shape[-1] != 3:
+            raise ValueError(f"uint8 frames must be [F, H, W, 3], got shape {video.shape}")
+        frames = np.ascontiguousarray(video)
+    else:
+        raise ValueError(f"dtype {video.dtype} is neither uint8 frames nor float video in [-1, 1]")
+    if frames.shape[0] == 0:
+        raise ValueError("video has zero frames")
+    if frames.shape[1] == 0 or frames.shape[2] == 0:
+        raise ValueError(f"frames have zero size {frames.shape[2]}x{frames.shape[1]}")
+    return frames
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------
+
+
+def _temp_sibling(path: str, suffix: str = "") -> str:
+    # Same directory as the destination so that os.replace is an atomic rename; created with the
+    # process umask (mkstemp would make it 0600).
+    directory, name = os.path.split(path)
+    return os.path.join(directory, f".{name}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+
+
+def _remove(path: str) -> None:
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
+    except OSError:
+        pass
+
+
+def _prepare_destination(path: str) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as err:
+        raise VideoWriteError(f"{path}: cannot create the parent directory {parent} ({err})") from err
+
+
+def _even_padded(frames: np.ndarray) -> np.ndarray:
+    """Pad odd heights/widths to even by repeating the last row/column (H.264 yuv420p needs even)."""
+    height, width = frames.shape[1:3]
+    pad_h, pad_w = height % 2, width % 2
+    if not (pad_h or pad_w):
+        return frames
+    return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+
+
+def _write_h264(
+    tmp: str, container_format: str, frames: np.ndarray, fps: float, crf: int, preset: str
+) -> None:
+    rate = Fraction(fps).limit_denominator(1001)
+    frames = _even_padded(frames)
+    container = av.open(tmp, mode="w", format=container_format, timeout=_IO_TIMEOUT_S)
+    try:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = 1 / rate
+        stream.options = {"crf": str(crf), "preset": preset}
+        if container_format in ("mp4", "mov"):
+            container.options["movflags"] = "+faststart"
+        for index, array in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts = index
+            frame.time_base = 1 / rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    finally:
+        container.close()
+
+
+def _gif_durations_ms(num_frames: int, fps: float) -> list[int]:
+    """Per-frame GIF delays: GIF counts in centiseconds, so spread the rounding so that frame k
+    starts at ``round(100 k / fps)`` cs and the average rate is exactly ``fps`` (min 1 cs)."""
+    starts = [round(100 * k / fps) for k in range(num_frames + 1)]
+    return [10 * max(1, b - a) for a, b in zip(starts, starts[1:])]
+
+
+def _gif_palette_frames(frames: np.ndarray) -> list[Image.Image]:
+    """Palette images for GIF: exact when the clip has at most 256 colours, else one adaptive
+    palette (median cut over a sample of frames) shared by all frames, with dithering."""
+    rgb = frames.astype(np.uint32)
+    packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    colours = np.unique(packed)
+    if colours.size <= 256:
+        palette = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=1).astype(np.uint8)
+        indices = np.searchsorted(colours, packed).astype(np.uint8)
+        flat_palette = palette.reshape(-1).tolist()
+        images = []
+        for frame_indices in indices:
+            image = Image.fromarray(frame_indices, mode="P")
+            image.putpalette(flat_palette)
+            images.append(image)
+        return images
+    sample = frames[np.linspace(0, len(frames) - 1, min(len(frames), 8)).round().astype(int)]
+    mosaic = Image.fromarray(np.concatenate(list(sample), axis=0))
+    palette_image = mosaic.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    return [
+        Image.fromarray(frame).quantize(palette=palette_image, dither=Image.Dither.FLOYDSTEINBERG)
+        for frame in frames
+    ]
+
+
+def _write_gif(tmp: str, frames: np.ndarray, fps: float) -> None:
+    images = _gif_palette_frames(frames)
+    images[0].save(
+        tmp,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=_gif_durations_ms(len(images), fps),
+        loop=0,
+        optimize=False,
+        disposal=1,
+    )
+
+
+def _write_png_folder(tmp_dir: str, frames: np.ndarray) -> None:
+    os.mkdir(tmp_dir)
+    for index, frame in enumerate(frames):
+        Image.fromarray(frame).save(os.path.join(tmp_dir, _PNG_FRAME_NAME.format(index)), format="PNG")
+
+
+def _is_frame_folder(path: str) -> bool:
+    return all(n.startswith("frame_") and n.endswith(".png") for n in os.listdir(path))
+
+
+def _replace_folder(tmp_dir: str, path: str) -> None:
+    """Move ``tmp_dir`` to ``path``; an existing ``path`` must be empty or hold only frame PNGs."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise VideoWriteError(
+            f"{path}: exists and is not a directory; refusing to replace it with PNG frames"
+        )
+    if os.path.isdir(path):
+        if not _is_frame_folder(path):
+            raise VideoWriteError(
+                f"{path}: directory exists and holds files other than frame_*.png; refusing to overwrite it"
+            )
+        old = _temp_sibling(path, ".old")
+        os.replace(path, old)
+        try:
+            os.replace(tmp_dir, path)
+        except OSError:
+            os.replace(old, path)
+            raise
+        _remove(old)
+    else:
+        os.replace(tmp_dir, path)
+
+
+def write_frames_png(directory: str | os.PathLike, frames) -> str:
+    """Write frames as ``directory/frame_00000.png, ...`` (lossless); returns the directory.
+
+    Built in a temporary sibling folder and renamed into place. An existing ``directory`` is
+    replaced only when it is empty or holds nothing but ``frame_*.png`` files.
+    """
+    directory = os.fspath(directory).rstrip("/\\") or os.fspath(directory)
+    try:
+        frames = _as_frames(frames)
+    except (TypeError, ValueError) as err:
+        raise VideoWriteError(f"{directory}: invalid frames to write ({err})") from err
+    _prepare_destination(directory)
+    tmp_dir = _temp_sibling(directory)
+    try:
+        _write_png_folder(tmp_dir, frames)
+        _replace_folder(tmp_dir, directory)
+    except VideoWriteError:
+        _remove(tmp_dir)
+        raise
+    except (OSError, ValueError) as err:
+        _remove(tmp_dir)
+        raise VideoWriteError(f"{directory}: writing PNG frames failed ({err})") from err
+    return directory
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames,
+    fps: float = 8.0,
+    *,
+    crf: int = 18,
+    preset: str = "medium",
+) -> str:
+    """Write a video; the format follows the path. Returns the path written.
+
+    * ``.mp4`` / ``.mov`` / ``.mkv``: H.264 (libx264, yuv420p, constant rate factor ``crf``:
+      0 lossless .. 51 worst, 18 is visually near-lossless). yuv420p needs even sizes, so an odd
+      height/width is padded by one row/column repeating the edge pixels: such a file reads
+      back one pixel larger, and ``frames[:, :H, :W]`` of it is the original frame area.
+    * ``.gif``: Pillow, loops forever, delays spread so that the average rate is exactly ``fps``
+      (GIF counts in 1/100 s). Exact colours when the clip has at most 256 colours, otherwise one
+      shared adaptive palette with dithering. Note: Pillow merges identical consecutive frames
+      into one longer frame, so such a GIF reads back with fewer frames (timing is preserved).
+    * no suffix, or a path ending in ``/``: a folder of PNG frames (see :func:`write_frames_png`).
+
+    ``frames`` is uint8 ``[F, H, W, 3]`` (numpy or torch) or a float video ``[3, F, H, W]`` /
+    ``[1, 3, F, H, W]`` in ``[-1, 1]``. The write is atomic (temporary sibling, then rename).
+
+    Raises:
+        VideoWriteError: bad frames, unsupported suffix, or an encoder/file-system failure; the
+            message names ``path``.
+    """
+    raw_path = os.fspath(path)
+    if raw_path.endswith(("/", os.sep)):
+        return write_frames_png(raw_path, frames)
+    suffix = os.path.splitext(raw_path)[1].lower()
+    if suffix == "":
+        return write_frames_png(raw_path, frames)
+    if suffix not in _H264_SUFFIXES and suffix != ".gif":
+        raise VideoWriteError(
+            f"{raw_path}: unsupported suffix {suffix!r}; "
+            "use .mp4, .mov, .mkv, .gif, or a folder path for PNG frames"
+        )
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise VideoWriteError(f"{raw_path}: fps must be a positive number, got {fps!r}")
+    if not (isinstance(crf, int) and 0 <= crf <= 51):
+        raise VideoWriteError(f"{raw_path}: crf must be an integer in [0, 51], got {crf!r}")
+    try:
+        array = _as_frames(frames)
+    except (TypeError, ValueError) as err:
+        raise VideoWriteError(f"{raw_path}: invalid frames to write ({err})") from err
+    if os.path.isdir(raw_path):
+        raise VideoWriteError(f"{raw_path}: is an existing directory; cannot write a {suffix} file there")
+    _prepare_destination(raw_path)
+    tmp = _temp_sibling(raw_path, suffix)
+    try:
+        if suffix == ".gif":
+            _write_gif(tmp, array, float(fps))
+        else:
+            _write_h264(tmp, _H264_SUFFIXES[suffix], array, float(fps), crf, preset)
+        os.replace(tmp, raw_path)
+    except (av.FFmpegError, OSError, ValueError, TypeError) as err:
+        _remove(tmp)
+        raise VideoWriteError(f"{raw_path}: writing the {suffix} file failed ({err})") from err
+    except BaseException:
+        _remove(tmp)
+        raise
+    return raw_path
+
+
+# ----------------------------------------------------------------------------------------------
+# Contact sheet
+# ----------------------------------------------------------------------------------------------
+
+
+def _label_height(font) -> int:
+    left, top, right, bottom = font.getbbox("Ag")
+    return int(bottom) + 4
+
+
+def _label_strip(text: str, width: int, height: int, font) -> np.ndarray:
+    # Drawn on its own strip so that long labels are clipped instead of spilling into neighbours.
+    strip = Image.new("RGB", (width, height), (255, 255, 255))
+    ImageDraw.Draw(strip).text((2, 1), str(text), fill=(0, 0, 0), font=font)
+    return np.asarray(strip)
+
+
+def _as_video_list(frames_or_videos) -> tuple[list[np.ndarray], bool]:
+    """Returns (videos, one_row_per_video)."""
+    if isinstance(frames_or_videos, (list, tuple)):
+        if not frames_or_videos:
+            raise ValueError("contact_sheet got an empty list")
+        first = frames_or_videos[0]
+        if isinstance(first, (np.ndarray, torch.Tensor)) and first.ndim == 3:
+            # A list of single [H, W, 3] frames is one video.
+            return [_as_frames(np.stack([np.asarray(f) for f in frames_or_videos]))], False
+        videos = []
+        for index, video in enumerate(frames_or_videos):
+            try:
+                videos.append(_as_frames(video))
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"contact_sheet: video {index} is invalid ({err})") from err
+        return videos, True
+    return [_as_frames(frames_or_videos)], False
+
+
+def contact_sheet(
+    frames_or_videos,
+    path: str | os.PathLike | None = None,
+    *,
+    cols: int | None = None,
+    labels: Sequence[str] | None = None,
+    scale: int = 1,
+    pad: int = 2,
+) -> np.ndarray:
+    """Lay frames out in a grid on a white background; returns uint8 ``[H, W, 3]`` (and saves it
+    with Pillow when ``path`` is given, atomically, format from the suffix).
+
+    * One video (uint8 ``[F, H, W, 3]``, float ``[3, F, H, W]``, or a list of ``[H, W, 3]``
+      frames): all frames, ``cols`` per row (default ``min(F, 8)``); ``labels`` has one entry
+      per frame, drawn above each tile.
+    * A list of videos: one row per video (e.g. baseline vs model); ``cols`` frames per row
+      (default: the longest video's length), picked evenly spaced when a video is longer;
+      ``labels`` has one entry per video, drawn in a strip above its row. Videos must share H, W.
+
+    Geometry, with tile ``h = H * scale``, ``w = W * scale`` (nearest-neighbour upscaling) and
+    ``s`` the label strip height (0 without labels): width ``cols * w + (cols + 1) * pad``,
+    height ``rows * (s + h) + (rows + 1) * pad``; tile (r, c) has its top-left corner at
+    ``(pad + r * (s + h + pad) + s, pad + c * (w + pad))``.
+    """
+    videos, per_row = _as_video_list(frames_or_videos)
+    if not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale!r}")
+    if not isinstance(pad, int) or pad < 0:
+        raise ValueError(f"pad must be an integer >= 0, got {pad!r}")
+    if cols is not None and (not isinstance(cols, int) or cols < 1):
+        raise ValueError(f"cols must be a positive integer, got {cols!r}")
+    height, width = videos[0].shape[1:3]
+    for index, video in enumerate(videos):
+        if video.shape[1:3] != (height, width):
+            raise ValueError(
+                f"contact_sheet: video {index} is {video.shape[2]}x{video.shape[1]}, "
+                f"video 0 is {width}x{height}; all videos must share one size"
+            )
+
+    if per_row:
+        cols = cols or max(len(v) for v in videos)
+        rows_of_frames = []
+        for video in videos:
+            if len(video) > cols:
+                video = video[np.linspace(0, len(video) - 1, cols).round().astype(int)]
+            rows_of_frames.append(list(video))
+        expected_labels = len(videos)
+    else:
+        frames = videos[0]
+        cols = cols or min(len(frames), 8)
+        cols = min(cols, len(frames))
+        rows_of_frames = [list(frames[i : i + cols]) for i in range(0, len(frames), cols)]
+        expected_labels = len(frames)
+    if labels is not None and len(labels) != expected_labels:
+        what = "videos" if per_row else "frames"
+        raise ValueError(f"contact_sheet: got {len(labels)} labels for {expected_labels} {what}")
+
+    font = ImageFont.load_default() if labels is not None else None
+    strip = _label_height(font) if font is not None else 0
+    tile_h, tile_w = height * scale, width * scale
+    rows = len(rows_of_frames)
+    sheet = np.full(
+        (rows * (strip + tile_h) + (rows + 1) * pad, cols * tile_w + (cols + 1) * pad, 3), 255, np.uint8
+    )
+    for r, row in enumerate(rows_of_frames):
+        y = pad + r * (strip + tile_h + pad)
+        if font is not None and per_row:
+            sheet[y : y + strip, pad : pad + cols * tile_w + (cols - 1) * pad] = _label_strip(
+                labels[r], cols * tile_w + (cols - 1) * pad, strip, font
+            )
+        for c, frame in enumerate(row):
+            x = pad + c * (tile_w + pad)
+            if font is not None and not per_row:
+                sheet[y : y + strip, x : x + tile_w] = _label_strip(labels[r * cols + c], tile_w, strip, font)
+            tile = frame if scale == 1 else frame.repeat(scale, axis=0).repeat(scale, axis=1)
+            sheet[y + strip : y + strip + tile_h, x : x + tile_w] = tile
+
+    if path is not None:
+        _save_image(os.fspath(path), sheet)
+    return sheet
+
+
+def _save_image(path: str, image: np.ndarray) -> None:
+    suffix = os.path.splitext(path)[1].lower()
+    image_format = Image.registered_extensions().get(suffix)
+    if image_format is None:
+        raise VideoWriteError(f"{path}: unknown image suffix {suffix!r}; use .png or .jpg")
+    _prepare_destination(path)
+    tmp = _temp_sibling(path, suffix)
+    try:
+        Image.fromarray(image).save(tmp, format=image_format)
+        os.replace(tmp, path)
+    except (OSError, ValueError, KeyError) as err:
+        _remove(tmp)
+        raise VideoWriteError(f"{path}: saving the contact sheet failed ({err})") from err
