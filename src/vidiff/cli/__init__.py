@@ -18,7 +18,7 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vidiff.cli import demo
+    from vidiff.cli import demo, eval, generate, world
 
     parser = argparse.ArgumentParser(
         prog="vidiff",
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vidiff {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (demo,):
+    for module in (demo, generate, world, eval):
         module.register(sub)
     return parser
 
