@@ -25,12 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidiff.cli import generate
+    from vidiff.cli import generate, main
 
     os.makedirs(args.out, exist_ok=True)
     if os.path.isdir(generate.shipped_model_dir()):
-        ns = generate.build_args([args.prompt, "--seed", str(args.seed), "--out", os.path.join(args.out, "video.mp4")])
-        return generate.run(ns)
+        return main(["generate", args.prompt, "--seed", str(args.seed), "--out", os.path.join(args.out, "video.mp4")])
     return _render_ground_truth(args)
 
 
