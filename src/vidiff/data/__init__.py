@@ -1,0 +1,19 @@
+"""Training data: resumable rank-sharded loaders, a folder of captioned videos, a latent cache."""
+
+from vidiff.data.folder import BadVideoWarning, VideoFolderDataset, read_captions
+from vidiff.data.latent_cache import LatentCacheDataset, LatentCacheError, build_latent_cache, encoder_fingerprint
+from vidiff.data.loader import ResumableLoader, SeededBatchStream, derive_seed, shard_positions
+
+__all__ = [
+    "BadVideoWarning",
+    "VideoFolderDataset",
+    "read_captions",
+    "LatentCacheDataset",
+    "LatentCacheError",
+    "build_latent_cache",
+    "encoder_fingerprint",
+    "ResumableLoader",
+    "SeededBatchStream",
+    "derive_seed",
+    "shard_positions",
+]
