@@ -26,11 +26,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Judge shapes-world videos against their captions with a weight-free tracker.\n"
         "Reads DIR/captions.jsonl (one JSON object per line: video, caption, optional image;\n"
         "paths relative to DIR; a video is a file or a folder of PNG frames).\n\n"
-        "Example: vidiff eval world --videos outputs/world --json report.json",
+        "Without --videos, generate the videos first with a model (default: the shipped one), for\n"
+        "each prompt (--prompts FILE, one per line, or --n captions sampled from a split) and seed.\n\n"
+        "Examples:\n"
+        "  vidiff eval world --videos outputs/world --json report.json\n"
+        "  vidiff eval world --prompts prompts.txt --seeds 3 --json t2v.json\n"
+        "  vidiff eval world --n 30 --split heldout --image-to-video --json i2v_heldout.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--videos", required=True, metavar="DIR", help="folder with captions.jsonl and the videos")
+    p.add_argument("--videos", metavar="DIR", help="folder with captions.jsonl and the videos")
     p.add_argument("--json", metavar="OUT", default=None, help="write the report here (default: DIR/world_report.json)")
+    g = p.add_argument_group("generate, then evaluate (when --videos is not given)")
+    g.add_argument("--model", help="pipeline folder (default: the shipped world model)")
+    g.add_argument("--prompts", metavar="FILE", help="prompts, one per line (# starts a comment)")
+    g.add_argument("--n", type=int, default=20, help="without --prompts: number of captions sampled from --split")
+    g.add_argument("--split", default="train", choices=("train", "heldout"), help="split for sampled captions")
+    g.add_argument("--seeds", type=int, default=1, help="seeds per prompt (0..K-1)")
+    g.add_argument("--image-to-video", action="store_true",
+                   help="condition on the first frame of a ground-truth render of each prompt")
+    g.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    g.add_argument("--sampler", help="sampler (default: the model's)")
+    g.add_argument("--guidance", type=float, help="guidance scale (default: the model's)")
+    g.add_argument("--save", metavar="DIR", help="also write the generated videos + captions.jsonl here")
+    g.add_argument("--device", default="cpu")
     p.set_defaults(handler=run)
 
 
@@ -94,8 +112,120 @@ def _json_safe(value):
     return value
 
 
+def read_prompts(path: str) -> list[str]:
+    """Prompts from a text file, one per line; blank lines and lines starting with # are skipped."""
+    if not os.path.isfile(path):
+        raise CLIError(f"{path}: prompts file not found")
+    with open(path, encoding="utf-8") as f:
+        prompts = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise CLIError(f"{path}: no prompts")
+    return prompts
+
+
+def sampled_prompts(n: int, split: str) -> list[str]:
+    """`n` distinct captions of `split`, from fixed scene seeds (offset so they are not the
+    training stream's first scenes)."""
+    from vidiff.world import caption, sample_scene
+
+    prompts, seed = [], 10_000_000
+    while len(prompts) < n:
+        text = caption(sample_scene(seed, split=split))
+        if text not in prompts:
+            prompts.append(text)
+        seed += 1
+    return prompts
+
+
+def generate_and_evaluate(pipe, prompts: list[str], seeds: int, image_to_video: bool = False, save: str | None = None,
+                          progress: bool = True, **generate_kwargs) -> list[dict]:
+    """Generate every (prompt, seed) with `pipe` and judge it with the world metrics. With
+    `image_to_video`, the first frame of a ground-truth render of the prompt (scene seed = seed)
+    conditions the generation and first-frame PSNR is reported."""
+    import warnings
+
+    from tqdm.auto import tqdm
+
+    from vidiff.metrics.world import evaluate_video
+    from vidiff.world import render, scene_from_caption
+
+    rows, entries = [], []
+    jobs = [(p, s) for p in prompts for s in range(seeds)]
+    for i, (prompt, seed) in enumerate(tqdm(jobs, desc="generate+eval", disable=not progress)):
+        image = None
+        if image_to_video:
+            frames, _ = render(scene_from_caption(prompt, seed=seed), size=pipe.config.height,
+                               frames=pipe.config.num_frames, fps=pipe.config.fps)
+            image = frames[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = pipe(prompt, image=image, seed=seed, progress=False, **generate_kwargs)
+        name = f"{i:05d}.mp4"
+        rows.append(evaluate_video(out.frames, prompt, image=image, video=name))
+        rows[-1]["seed"] = seed
+        if save:
+            from PIL import Image
+
+            from vidiff.video import write_video
+
+            os.makedirs(save, exist_ok=True)
+            write_video(os.path.join(save, name), out.frames, fps=pipe.config.fps)
+            entry = {"video": name, "caption": prompt, "seed": seed}
+            if image is not None:
+                entry["image"] = f"{i:05d}_first.png"
+                Image.fromarray(image).save(os.path.join(save, entry["image"]))
+            entries.append(entry)
+    if save:
+        with open(os.path.join(save, "captions.jsonl"), "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(e) + "\n" for e in entries)
+    return rows
+
+
+def _rows_from_model(args: argparse.Namespace) -> tuple[list[dict], dict]:
+    from vidiff.cli.generate import load_pipeline
+
+    pipe = load_pipeline(args.model, args.device)
+    prompts = read_prompts(args.prompts) if args.prompts else sampled_prompts(args.n, args.split)
+    kwargs = {"num_inference_steps": args.steps, "sampler": args.sampler, "guidance_scale": args.guidance}
+    rows = generate_and_evaluate(pipe, prompts, args.seeds, args.image_to_video, args.save, **kwargs)
+    settings = {"model": args.model or "shipped", "prompts": args.prompts or f"{args.n} sampled from {args.split}",
+                "seeds": args.seeds, "image_to_video": args.image_to_video,
+                "steps": args.steps or pipe.scheduler.num_inference_steps,
+                "sampler": args.sampler or pipe.scheduler.sampler,
+                "guidance": pipe.scheduler.guidance_scale if args.guidance is None else args.guidance}
+    return rows, settings
+
+
 def run(args: argparse.Namespace) -> int:
-    from vidiff.metrics.world import aggregate, evaluate_video
+    from vidiff.metrics.world import aggregate
+
+    if args.videos:
+        rows, settings, where = _rows_from_folder(args), {"videos": args.videos}, args.videos
+    else:
+        rows, settings = _rows_from_model(args)
+        where = settings["model"]
+        if not args.json:
+            raise CLIError("--json OUT is required when evaluating a model (there is no video folder to write into)")
+    report = _json_safe({"aggregate": aggregate(rows), "settings": settings, "videos": rows})
+    out = args.json or os.path.join(args.videos, "world_report.json")
+    tmp = f"{out}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+        os.replace(tmp, out)
+    except OSError as err:
+        raise CLIError(f"{out}: cannot write the report ({err})") from err
+    agg = report["aggregate"]
+    cols = [(k, label, fmt) for k, label, fmt in _SUMMARY if agg.get(k) is not None]
+    print(f"shapes-world checks of {agg['count']} videos from {where}")
+    print("  ".join(f"{label:>8}" for _, label, _ in cols))
+    print("  ".join(f"{fmt.format(agg[k]):>8}" for k, _, fmt in cols))
+    print(f"report: {out}")
+    return 0
+
+
+def _rows_from_folder(args: argparse.Namespace) -> list[dict]:
+    from vidiff.metrics.world import evaluate_video
     from vidiff.world.grammar import WorldGrammarError
 
     rows = []
@@ -108,19 +238,4 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"{entry['_line']}: {err}") from err
         except ValueError as err:
             raise CLIError(f"{entry['_line']} ({entry['video']}): {err}") from err
-    report = _json_safe({"aggregate": aggregate(rows), "videos": rows})
-    out = args.json or os.path.join(args.videos, "world_report.json")
-    tmp = f"{out}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
-        os.replace(tmp, out)
-    except OSError as err:
-        raise CLIError(f"{out}: cannot write the report ({err})") from err
-    agg = report["aggregate"]
-    cols = [(k, label, fmt) for k, label, fmt in _SUMMARY if agg.get(k) is not None]
-    print(f"shapes-world checks of {agg['count']} videos in {args.videos}")
-    print("  ".join(f"{label:>8}" for _, label, _ in cols))
-    print("  ".join(f"{fmt.format(agg[k]):>8}" for k, _, fmt in cols))
-    print(f"report: {out}")
-    return 0
+    return rows
