@@ -85,7 +85,7 @@ def test_config_validation():
     with pytest.raises(ValueError, match="latents_std has 2 values"):
         VAEConfig(z_dim=4, latents_std=(1.0, 2.0))
     cfg = VAEConfig.from_dict(VAEConfig.world().to_dict())
-    assert cfg == VAEConfig.world() and cfg.spatial_factor == 4 and cfg.temporal_factor == 4
+    assert cfg == VAEConfig.world() and cfg.spatial_factor == 16 and cfg.temporal_factor == 2
 
 
 # ----------------------------------------------------------------- causality
@@ -315,5 +315,31 @@ def test_tiny_world_vae_overfits_one_clip():
 
 def test_world_config_parameter_count_and_latent_shape():
     vae = CausalVAE3D(VAEConfig.world())
-    assert vae.latent_shape(17, 64, 64) == (8, 5, 16, 16)
-    assert count_parameters(vae) == 1_838_955
+    assert vae.latent_shape(17, 64, 64) == (16, 9, 8, 8)
+    assert count_parameters(vae) == 1_919_552
+
+
+def test_patchify_is_pixel_unshuffle_per_frame_and_unpatchify_inverts_it():
+    vae = CausalVAE3D(VAEConfig(base_dim=8, z_dim=4, dim_mult=(1, 2), temporal_downsample=(True,), patch_size=4))
+    x = _clip(5, size=32, batch=2)
+    p = vae._patchify(x)
+    ref = torch.nn.functional.pixel_unshuffle(x.permute(0, 2, 1, 3, 4).reshape(10, 3, 32, 32), 4)
+    torch.testing.assert_close(p, ref.reshape(2, 5, 48, 8, 8).permute(0, 2, 1, 3, 4), atol=0, rtol=0)
+    assert torch.equal(vae._unpatchify(p), x)
+    assert vae.spatial_factor == 8 and vae.latent_shape(5, 32, 32) == (4, 3, 4, 4)
+
+
+@pytest.mark.parametrize("padding", ["zeros", "replicate"])
+def test_patched_vae_is_causal_and_chunking_is_exact(padding):
+    torch.manual_seed(0)
+    vae = CausalVAE3D(VAEConfig(base_dim=8, z_dim=4, dim_mult=(1, 2, 2), num_res_blocks=1, patch_size=2,
+                                temporal_downsample=(True, True), causal_padding=padding, clamp_output=False)).eval()
+    x = _clip(9, size=16)
+    with torch.no_grad():
+        whole = vae.encode(x, chunked=False).mean
+        torch.testing.assert_close(vae.encode(x).mean, whole, atol=1e-5, rtol=0)
+        torch.testing.assert_close(vae.decode(whole), vae.decode(whole, chunked=False), atol=1e-5, rtol=0)
+        later = x.clone()
+        later[:, :, 5:] = -later[:, :, 5:]  # change pixel frames 5..8 = latent frame 2
+        z2 = vae.encode(later, chunked=False).mean
+        assert torch.equal(z2[:, :, :2], whole[:, :, :2]) and not torch.equal(z2[:, :, 2], whole[:, :, 2])
