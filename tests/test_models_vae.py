@@ -85,7 +85,7 @@ def test_config_validation():
     with pytest.raises(ValueError, match="latents_std has 2 values"):
         VAEConfig(z_dim=4, latents_std=(1.0, 2.0))
     cfg = VAEConfig.from_dict(VAEConfig.world().to_dict())
-    assert cfg == VAEConfig.world() and cfg.spatial_factor == 16 and cfg.temporal_factor == 2
+    assert cfg == VAEConfig.world() and cfg.spatial_factor == 8 and cfg.temporal_factor == 2
 
 
 # ----------------------------------------------------------------- causality

@@ -289,6 +289,25 @@ def _resize(image: Image.Image, size, crop: bool) -> Image.Image:
     return image.resize((new_w, new_h), Image.Resampling.BICUBIC, box=box)
 
 
+def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read an image file as uint8 `[H, W, 3]`; with `size=(h, w)` resize keeping the aspect
+    ratio and center-crop to exactly `(h, w)`. Unreadable files raise VideoReadError naming them."""
+    path = _check_readable_file(path)
+    try:
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+    except (OSError, ValueError) as err:
+        raise VideoReadError(f"{path}: not a readable image ({err})") from err
+    if size is not None:
+        image = _resize(image, tuple(size), crop=True)
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def fit_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize uint8 `[H, W, 3]` keeping the aspect ratio, then center-crop to `size=(h, w)`."""
+    return np.asarray(_resize(Image.fromarray(image), tuple(size), crop=True), dtype=np.uint8).copy()
+
+
 def _validate_read_args(fps, stride, max_frames, start_s, size) -> None:
     if fps is not None and stride != 1:
         raise ValueError(f"fps={fps} and stride={stride} are mutually exclusive; pass one of them")

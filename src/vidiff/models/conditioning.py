@@ -45,8 +45,15 @@ class Conditioning:
 
     @staticmethod
     def cat(conds: list["Conditioning"]) -> "Conditioning":
-        """Concatenate along the batch; every entry must have the same fields set."""
+        """Concatenate along the batch; every entry must have the same fields set.
+
+        Text of different lengths (e.g. a prompt and the empty prompt for guidance) is right-padded
+        with zeros to the longest, and the padding is marked False in `text_mask`.
+        """
         first = conds[0]
+        if first.text is not None and all(c.text is not None for c in conds):
+            length = max(c.text.shape[1] for c in conds)
+            conds = [c if c.text.shape[1] == length else c._pad_text(length) for c in conds]
         out = {}
         for f in fields(first):
             vals = [getattr(c, f.name) for c in conds]
@@ -59,3 +66,10 @@ class Conditioning:
             else:
                 out[f.name] = torch.cat(vals)
         return Conditioning(**out)
+
+    def _pad_text(self, length: int) -> "Conditioning":
+        b, n = self.text.shape[:2]
+        mask = self.text_mask if self.text_mask is not None else torch.ones(b, n, dtype=torch.bool, device=self.text.device)
+        text = torch.nn.functional.pad(self.text, (0, 0, 0, length - n))
+        mask = torch.nn.functional.pad(mask.bool(), (0, length - n), value=False)
+        return replace(self, text=text, text_mask=mask)

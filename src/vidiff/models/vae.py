@@ -214,7 +214,7 @@ class VAEConfig:
     @classmethod
     def world(cls, **overrides: Any) -> VAEConfig:
         """The compact VAE for the shapes world on CPU: 4x4 pixel-unshuffle, then widths 32/64
-        with one spatial+temporal downsampling: 16x space, 2x time, 16 latent channels. A 17x64x64
+        with one spatial+temporal downsampling: 8x space, 2x time, 16 latent channels. A 17x64x64
         clip -> latents [16, 9, 8, 8] (36x fewer values); with a (1, 2, 2) DiT patch, 144 tokens.
         The convolutions run at 16x16 or less, which keeps a training step at batch 8 to a few
         seconds on 2 CPU cores. Replicate first-frame padding (no black past to unlearn)."""
