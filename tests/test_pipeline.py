@@ -20,7 +20,8 @@ PROMPT = "a large red circle moves right on a black background"
 @pytest.fixture(scope="module")
 def pipe():
     torch.manual_seed(0)
-    vae = CausalVAE3D(VAEConfig.world(base_dim=8))
+    vae = CausalVAE3D(VAEConfig(base_dim=8, z_dim=8, dim_mult=(1, 2, 4), num_res_blocks=1, temporal_downsample=(True, True),
+                                causal_padding="replicate"))
     text = BuiltinTextEncoder.create(dim=32, depth=1)
     dit = VideoDiT(DiTConfig(in_channels=8 + 4 + 8, out_channels=8, patch_size=(1, 2, 2), dim=32, num_heads=2,
                              num_layers=2, ffn_dim=64, text_dim=32, image_condition="concat"))

@@ -6,6 +6,7 @@ import argparse
 import os
 
 from vidiff.cli import CLIError
+from vidiff.cli.generate_long import add_long_arguments, run_long, wants_long
 
 DEFAULT_PROMPT = "a large red circle moves right on a black background"
 
@@ -18,10 +19,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Without --model the model shipped with vidiff is used.\n\n"
         "Examples:\n"
         '  vidiff generate "a large red circle moves right on a black background" --out red.mp4\n'
-        '  vidiff generate "a small blue square bounces on a gray background" --image first.png --out blue.gif',
+        '  vidiff generate "a small blue square bounces on a gray background" --image first.png --out blue.gif\n'
+        '  vidiff generate --frames 129 --prompt "a large red circle moves right on a black background" \\\n'
+        '      --then "a large red circle moves left on a black background" --out long.mp4',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT, help=f"the caption (default: {DEFAULT_PROMPT!r})")
+    p.add_argument("prompt", nargs="?", default=None, help=f"the caption (default: {DEFAULT_PROMPT!r})")
+    p.add_argument("--prompt", dest="prompt_option", metavar="PROMPT", help="the caption (same as the positional one)")
     p.add_argument("--model", help="pipeline folder (vidiff or diffusers Wan 2.1); default: the shipped world model")
     p.add_argument("--image", help="first frame (image-to-video); resized and center-cropped if needed")
     p.add_argument("--negative-prompt", default="", help="negative prompt for classifier-free guidance")
@@ -37,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=float, help="frame rate of the written video (default: the model's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="outputs/generate/video.mp4", help="output .mp4 or .gif (default: %(default)s)")
+    add_long_arguments(p)
     p.set_defaults(handler=run)
 
 
@@ -67,15 +72,21 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.out.endswith((".mp4", ".gif")):
         raise CLIError(f"--out {args.out}: must end in .mp4 or .gif")
+    if args.prompt and args.prompt_option and args.prompt != args.prompt_option:
+        raise CLIError("give the prompt once: positionally or with --prompt")
+    args.prompt = args.prompt or args.prompt_option or DEFAULT_PROMPT
     start = time.perf_counter()
     pipe = load_pipeline(args.model, args.device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            out = pipe(args.prompt, negative_prompt=args.negative_prompt, image=args.image, num_frames=args.frames,
-                       height=args.height, width=args.width, num_inference_steps=args.steps,
-                       guidance_scale=args.guidance, sampler=args.sampler, noise_prior=args.noise_prior,
-                       noise_strength=args.noise_strength, seed=args.seed)
+            if wants_long(args, pipe):
+                out = run_long(args, pipe)
+            else:
+                out = pipe(args.prompt, negative_prompt=args.negative_prompt, image=args.image, num_frames=args.frames,
+                           height=args.height, width=args.width, num_inference_steps=args.steps,
+                           guidance_scale=args.guidance, sampler=args.sampler, noise_prior=args.noise_prior,
+                           noise_strength=args.noise_strength, seed=args.seed)
         except VideoReadError as err:
             raise CLIError(str(err)) from err
     for w in caught:

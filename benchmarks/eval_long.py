@@ -1,0 +1,255 @@
+"""Acceptance numbers of long-video generation (issue 7) for a pipeline folder.
+
+Run (on the trained world model, once it exists):
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/eval_long.py --model src/vidiff/assets/world-dit \\
+        --seeds 4 --modes window fuse keyframes --out benchmarks/results/long_eval.json
+Smoke run on any pipeline folder: --quick (2 captions, 1 seed, 2x length, one mode).
+
+For each mode, with captions whose objects stay in view ("stays still", "spins", "bounces"; never
+a held-out combination):
+  * identity drift and background flicker (vidiff.metrics.world.evaluate_video) of videos at
+    `--multiple` x the training length (default 8: 17 -> 129 frames) against the same captions
+    and seeds at the training length (one pass); ratio = mean(long) / mean(short).
+    Acceptance: both ratios <= 1.5.
+  * persistence of the long videos (fraction of frames the object is found). Acceptance >= 0.95.
+  * seams: `boundary_change_ratio` (mean frame-to-frame change at window boundaries / median
+    change elsewhere), mean over videos. Acceptance <= 1.5 (mean of `max_ratio` also reported).
+Prompt schedules (same object, the motion changes half way, e.g. moves right -> moves left):
+  * each segment (the frames of the windows that used its prompt) is judged against its caption;
+    motion correct in >= 75 % of segments; colour and shape judged right in both segments (the
+    two captions share them, so right in both = the same across the change).
+VAE seams (no diffusion model): ground-truth renders encoded and decoded as the latent and the
+pixel overlap spaces do it (`vae_seams`), to tell the VAE's share of a seam from the model's.
+Writes a JSON report with every per-video row and an "acceptance" block of booleans.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+DRIFT_CAPTIONS = (
+    "a large red circle stays still on a black background",
+    "a large green square spins on a gray background",
+    "a small yellow circle bounces on a navy background",
+    "a large magenta square stays still on a checkered background",
+    "a small orange triangle spins on a black background",
+    "a large white diamond stays still on a navy background",
+)
+SCHEDULE_PAIRS = (
+    ("a large cyan circle moves right on a black background", "a large cyan circle moves left on a black background"),
+    ("a large green triangle moves up on a gray background", "a large green triangle moves down on a gray background"),
+    ("a small blue circle moves left on a navy background", "a small blue circle moves right on a navy background"),
+    ("a large orange circle stays still on a black background", "a large orange circle moves down on a black background"),
+)
+
+
+def check_captions() -> None:
+    """Refuse held-out combinations: the acceptance numbers are about length, not generalisation."""
+    from vidiff.world.grammar import parse_caption
+    from vidiff.world.splits import is_heldout
+
+    for cap in DRIFT_CAPTIONS + tuple(c for pair in SCHEDULE_PAIRS for c in pair):
+        for obj in parse_caption(cap).objects:
+            if is_heldout(obj.color, obj.shape, obj.motion):
+                raise SystemExit(f"caption {cap!r} is a held-out combination; change the list")
+
+
+def mean(values) -> float | None:
+    vals = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def evaluate_mode(pipe, mode: str, args) -> dict:
+    from vidiff.metrics.seams import boundary_change_ratio
+    from vidiff.metrics.world import evaluate_video
+    from vidiff.pipelines.long import generate_long
+
+    short_frames = pipe.config.num_frames
+    r = pipe.vae.temporal_factor
+    long_frames = 1 + args.multiple * (short_frames - 1)
+    long_frames = 1 + (long_frames - 1) // r * r
+    captions = DRIFT_CAPTIONS[: args.captions]
+    short_rows, long_rows = [], []
+    for cap in captions:
+        for seed in range(args.seeds):
+            t0 = time.perf_counter()
+            short = pipe(cap, seed=seed, progress=False).frames
+            out = generate_long(pipe, cap, num_frames=long_frames, window=args.window, overlap=args.overlap,
+                                mode=mode, overlap_space=args.overlap_space, seed=seed)
+            s_row = evaluate_video(short, cap)
+            l_row = evaluate_video(out.frames, cap)
+            seam = boundary_change_ratio(out.frames, out.boundaries)
+            l_row.update(seed=seed, seam_ratio=seam["ratio"], seam_max_ratio=seam["max_ratio"],
+                         seconds=time.perf_counter() - t0)
+            s_row.update(seed=seed)
+            for row in (s_row, l_row):
+                row.pop("objects", None)
+            short_rows.append(s_row)
+            long_rows.append(l_row)
+            print(f"  [{mode}] {cap!r} seed {seed}: drift {s_row['identity_drift']} -> {l_row['identity_drift']}, "
+                  f"flicker {s_row['background_flicker']} -> {l_row['background_flicker']}, "
+                  f"persistence {l_row['persistence']:.3f}, seam {seam['ratio']}", flush=True)
+
+    def ratio(key):
+        a, b = mean(r[key] for r in long_rows), mean(r[key] for r in short_rows)
+        return None if a is None or not b else a / b
+
+    schedule_rows = []
+    n_frames = long_frames
+    for first, then in SCHEDULE_PAIRS[: args.pairs]:
+        for seed in range(args.seeds):
+            out = generate_long(pipe, prompts=[first, then], num_frames=n_frames, window=args.window,
+                                overlap=args.overlap, mode=mode, overlap_space=args.overlap_space, seed=seed)
+            row = {"captions": [first, then], "seed": seed, "segments": []}
+            for cap in (first, then):
+                spans = [(w.first_frame, w.end_frame) for w in out.windows if w.prompt == cap]
+                if not spans:
+                    row["segments"].append({"caption": cap, "frames": 0, "motion_acc": 0.0, "color_acc": 0.0,
+                                            "shape_acc": 0.0})
+                    continue
+                a, b = min(s for s, _ in spans), max(e for _, e in spans)
+                judged = evaluate_video(out.frames[a:b], cap)
+                row["segments"].append({"caption": cap, "frames": [a, b], "motion_acc": judged["motion_acc"],
+                                        "color_acc": judged["color_acc"], "shape_acc": judged["shape_acc"]})
+            row["same_colour_and_shape"] = all(s["color_acc"] == 1.0 and s["shape_acc"] == 1.0 for s in row["segments"])
+            schedule_rows.append(row)
+            print(f"  [{mode}] schedule {first!r} -> {then!r} seed {seed}: motion "
+                  f"{[s['motion_acc'] for s in row['segments']]}, same colour/shape {row['same_colour_and_shape']}",
+                  flush=True)
+
+    summary = {
+        "short_frames": short_frames, "long_frames": long_frames,
+        "identity_drift_short": mean(r["identity_drift"] for r in short_rows),
+        "identity_drift_long": mean(r["identity_drift"] for r in long_rows),
+        "identity_drift_ratio": ratio("identity_drift"),
+        "background_flicker_short": mean(r["background_flicker"] for r in short_rows),
+        "background_flicker_long": mean(r["background_flicker"] for r in long_rows),
+        "background_flicker_ratio": ratio("background_flicker"),
+        "persistence_long": mean(r["persistence"] for r in long_rows),
+        "seam_ratio": mean(r["seam_ratio"] for r in long_rows),
+        "seam_max_ratio": mean(r["seam_max_ratio"] for r in long_rows),
+        "schedule_motion_acc": mean(s["motion_acc"] for row in schedule_rows for s in row["segments"]),
+        "schedule_same_colour_and_shape": mean(float(row["same_colour_and_shape"]) for row in schedule_rows),
+    }
+    def ok(v, test):
+        return None if v is None else bool(test(v))
+
+    summary["acceptance"] = {
+        "identity_drift_ratio<=1.5": ok(summary["identity_drift_ratio"], lambda v: v <= 1.5),
+        "background_flicker_ratio<=1.5": ok(summary["background_flicker_ratio"], lambda v: v <= 1.5),
+        "persistence>=0.95": ok(summary["persistence_long"], lambda v: v >= 0.95),
+        "seam_ratio<=1.5": ok(summary["seam_ratio"], lambda v: v <= 1.5),
+        "schedule_motion_acc>=0.75": ok(summary["schedule_motion_acc"], lambda v: v >= 0.75),
+        "schedule_same_colour_and_shape==1": ok(summary["schedule_same_colour_and_shape"], lambda v: v == 1.0),
+    }
+    return {"summary": summary, "short": short_rows, "long": long_rows, "schedules": schedule_rows}
+
+
+def vae_seams(pipe, args) -> dict:
+    """The VAE's own share of the seams, no diffusion model involved: ground-truth renders of the
+    drift captions at the long length are encoded and decoded the two ways the window modes use.
+
+    latent: the whole latent sequence decoded incrementally (what overlap_space="latent" does).
+    pixel:  window by window: window k's latents are the encoding of its ground-truth frames,
+            with its first `held` latents replaced by the encoding of the previous window's last
+            decoded frames; each window decoded on its own, the overlap frames dropped
+            (what overlap_space="pixel" does, with perfect content).
+    Reports `boundary_change_ratio` at the window boundaries for both and for the ground truth.
+    """
+    import torch
+
+    from vidiff.metrics.seams import boundary_change_ratio
+    from vidiff.pipelines.long import latent_to_frames, to_uint8, window_starts
+    from vidiff.world.render import render
+    from vidiff.world.scene import scene_from_caption
+
+    r = pipe.vae.temporal_factor
+    long_frames = 1 + (args.multiple * (pipe.config.num_frames - 1)) // r * r
+    window = args.window or pipe.vae.latent_num_frames(pipe.config.num_frames)
+    total = pipe.vae.latent_num_frames(long_frames)
+    starts = window_starts(total, window, args.overlap)
+    rows = []
+    for cap in DRIFT_CAPTIONS[: args.captions]:
+        gt, _ = render(scene_from_caption(cap, seed=0, frames=long_frames), size=pipe.config.height)
+        x = torch.from_numpy(gt).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None].to(pipe.device)
+        latent_frames = to_uint8(pipe.decode_latents(pipe.encode_frames(x)))
+        parts, tail, prev_end, boundaries = [], None, 0, []
+        for k, s in enumerate(starts):
+            e = min(s + window, total)
+            # the window's video frames: r s (its first, one-frame latent) .. r (e - 1)
+            a, b = r * s, latent_to_frames(s, e, r)[1]
+            lat = pipe.encode_frames(x[:, :, a:b])
+            held = prev_end - s if k else 0
+            if held:
+                lat[:, :, :held] = pipe.encode_frames(tail[:, :, -(1 + r * (held - 1)):])
+                boundaries.append(latent_to_frames(prev_end, e, r)[0])
+            video = pipe.decode_latents(lat)
+            parts.append(video if k == 0 else video[:, :, 1 + r * (held - 1):])
+            tail, prev_end = video, e
+        pixel_frames = to_uint8(torch.cat(parts, dim=2))
+        rows.append({
+            "caption": cap, "boundaries": boundaries,
+            "ground_truth": boundary_change_ratio(gt, boundaries)["ratio"],
+            "latent": boundary_change_ratio(latent_frames, boundaries)["ratio"],
+            "pixel": boundary_change_ratio(pixel_frames, boundaries)["ratio"],
+        })
+        print(f"  VAE seams {cap!r}: {rows[-1]}", flush=True)
+    return {"rows": rows, **{k: mean(r[k] for r in rows) for k in ("ground_truth", "latent", "pixel")}}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="pipeline folder")
+    p.add_argument("--modes", nargs="+", default=["window"], choices=("window", "fuse", "keyframes"))
+    p.add_argument("--overlap-space", default="latent", choices=("latent", "pixel"))
+    p.add_argument("--window", type=int, help="latent frames per window (default: the model's clip length)")
+    p.add_argument("--overlap", type=int, default=1)
+    p.add_argument("--multiple", type=int, default=8, help="long length = multiple x (training length - 1) + 1")
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--captions", type=int, default=len(DRIFT_CAPTIONS))
+    p.add_argument("--pairs", type=int, default=len(SCHEDULE_PAIRS))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 captions, 1 pair, 1 seed, 2x length")
+    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "long_eval.json"))
+    args = p.parse_args(argv)
+    if args.quick:
+        args.captions, args.pairs, args.seeds, args.multiple = 2, 1, 1, 2
+    check_captions()
+
+    import torch
+
+    from vidiff.pipelines import VideoPipeline
+
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    pipe = VideoPipeline.from_pretrained(args.model, device=args.device)
+    report = {
+        "model": os.path.abspath(args.model),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                    "python": platform.python_version(), "device": args.device},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
+        "modes": {},
+    }
+    with torch.no_grad():
+        report["vae_seams"] = vae_seams(pipe, args)
+    for mode in args.modes:
+        print(f"mode {mode}:", flush=True)
+        report["modes"][mode] = evaluate_mode(pipe, mode, args)
+        print(json.dumps(report["modes"][mode]["summary"], indent=2), flush=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(report, fh, indent=2, default=float)
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

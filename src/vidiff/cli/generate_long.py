@@ -1,0 +1,75 @@
+"""Long-video options of `vidiff generate`: prompt schedules (`--then`), sliding / fused windows,
+keyframes + interpolation. `vidiff generate` adds these arguments with `add_long_arguments` and
+calls `run_long` when `wants_long` says so (a `--then`, an explicit `--long-mode`, or more frames
+than the model's clip length).
+
+    vidiff generate --frames 129 "a red circle moves right on a black background" \\
+        --then "a red circle moves left on a black background"
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from vidiff.cli import CLIError
+
+LONG_MODES = ("window", "fuse", "keyframes")  # mirrors vidiff.pipelines.long (not imported: keeps --help light)
+
+
+def add_long_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --then, --window, --overlap, --long-mode, --overlap-space, --keyframe-fps to `parser`."""
+    g = parser.add_argument_group(
+        "long videos", "used automatically when --frames exceeds the model's clip length, or with --then / --long-mode")
+    g.add_argument("--then", action="append", default=[], metavar="PROMPT",
+                   help="the next prompt of a prompt schedule (repeatable); the frames are split evenly between "
+                        "the prompt and each --then, and the subject carries over")
+    g.add_argument("--window", type=int, metavar="N",
+                   help="latent frames per model call (default: the model's clip length, e.g. 5 = 17 frames)")
+    g.add_argument("--overlap", type=int, default=1, metavar="N",
+                   help="latent frames shared by consecutive windows (default: %(default)s)")
+    g.add_argument("--long-mode", choices=LONG_MODES, default=None,
+                   help="window: sliding windows, overlap held clean (default); fuse: overlapping windows "
+                        "denoised together, predictions averaged; keyframes: sparse keyframes, then the gaps")
+    g.add_argument("--overlap-space", choices=("latent", "pixel"), default="latent",
+                   help="window mode: carry the overlap as latents (default) or as decoded frames re-encoded")
+    g.add_argument("--keyframe-fps", type=float, metavar="FPS",
+                   help="fps condition for the keyframe pass (for models conditioned on fps)")
+
+
+def wants_long(args: argparse.Namespace, pipe) -> bool:
+    """True when the request needs long generation: a --then, a --long-mode, or --frames above the
+    pipeline's clip length."""
+    return bool(getattr(args, "then", None)) or getattr(args, "long_mode", None) is not None \
+        or (getattr(args, "frames", None) or 0) > pipe.config.num_frames
+
+
+def run_long(args: argparse.Namespace, pipe):
+    """Generate the long video the arguments ask for; returns `vidiff.pipelines.long.LongOutput`
+    (`.frames` uint8 [F, H, W, 3], `.seconds`, `.boundaries`, `.windows`)."""
+    from vidiff.pipelines.long import generate_long
+    from vidiff.video import VideoReadError
+
+    prompt = getattr(args, "prompt", None)
+    if not prompt:
+        raise CLIError("a prompt is needed for long generation")
+    then = list(getattr(args, "then", None) or [])
+    frames = getattr(args, "frames", None)
+    if then and not frames:
+        frames = pipe.config.num_frames * (1 + len(then))
+    if getattr(args, "window", None) is not None and args.window < 2:
+        raise CLIError(f"--window {args.window}: needs at least 2 latent frames")
+    extras = {"fps": args.keyframe_fps} if getattr(args, "keyframe_fps", None) else None
+    try:
+        return generate_long(
+            pipe, prompts=[prompt, *then], num_frames=frames, window=args.window, overlap=args.overlap,
+            mode=args.long_mode or "window", overlap_space=getattr(args, "overlap_space", "latent"),
+            negative_prompt=getattr(args, "negative_prompt", "") or "", image=getattr(args, "image", None),
+            height=getattr(args, "height", None), width=getattr(args, "width", None),
+            num_inference_steps=getattr(args, "steps", None), guidance_scale=getattr(args, "guidance", None),
+            sampler=getattr(args, "sampler", None), noise_prior=getattr(args, "noise_prior", "independent"),
+            noise_strength=getattr(args, "noise_strength", 0.5), seed=getattr(args, "seed", 0),
+            keyframe_extras=extras, progress=False)
+    except VideoReadError as err:
+        raise CLIError(str(err)) from err
+    except ValueError as err:
+        raise CLIError(f"long generation: {err}") from err

@@ -1,0 +1,335 @@
+"""Long videos: sliding windows (latent and pixel overlap), fused windows, keyframes +
+interpolation, prompt schedules, streaming output, bounded model inputs; seam metric."""
+
+import numpy as np
+import pytest
+import torch
+
+from vidiff.metrics.seams import boundary_change_ratio, frame_changes
+from vidiff.models.dit import DiTConfig, VideoDiT
+from vidiff.models.text import BuiltinTextEncoder
+from vidiff.models.vae import CausalVAE3D, VAEConfig
+from vidiff.pipelines import PipelineConfig, SchedulerConfig, VideoPipeline
+from vidiff.pipelines.long import (
+    fuse_weights,
+    generate_long,
+    iter_windows,
+    keyframe_positions,
+    latent_to_frames,
+    prompt_schedule,
+    window_prompt,
+    window_starts,
+)
+
+A = "a large red circle moves right on a black background"
+B = "a large red circle moves left on a black background"
+
+
+def _tiny_pipeline(image_condition="concat", steps=2, guidance=2.0, prediction="flow"):
+    torch.manual_seed(0)
+    # factor 2 in time and space (explicit, not VAEConfig.world(), whose shapes may change)
+    vae = CausalVAE3D(VAEConfig(base_dim=4, z_dim=4, dim_mult=(1, 2), num_res_blocks=1, temporal_downsample=(True,),
+                                causal_padding="replicate"))
+    text = BuiltinTextEncoder.create(dim=16, depth=1)
+    in_ch = 4 + 2 + 4 if image_condition == "concat" else 4
+    dit = VideoDiT(DiTConfig(in_channels=in_ch, out_channels=4, patch_size=(1, 2, 2), dim=24, num_heads=2,
+                             num_layers=1, ffn_dim=32, text_dim=16, image_condition=image_condition, mask_channels=2))
+    with torch.no_grad():
+        for p in dit.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, 0.05)
+    sch = SchedulerConfig(num_inference_steps=steps, guidance_scale=guidance, prediction_type=prediction)
+    return VideoPipeline(dit, vae, text, sch, PipelineConfig(num_frames=9, height=16, width=16))
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return _tiny_pipeline()
+
+
+class Spy:
+    """Record what the denoiser receives on every call (frames seen, text rows)."""
+
+    def __init__(self, model):
+        self.model, self.frames, self.texts = model, [], []
+
+    def __enter__(self):
+        orig = self.model.forward
+
+        def forward(x, t, cond=None):
+            self.frames.append(x.shape[2])
+            self.texts.append(None if cond is None or cond.text is None else cond.text[0].clone())
+            return orig(x, t, cond)
+
+        self.model.forward = forward
+        return self
+
+    def __exit__(self, *exc):
+        del self.model.forward
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def test_window_starts_closed_form():
+    assert window_starts(5, 5, 1) == [0]
+    assert window_starts(3, 5, 1) == [0]
+    assert window_starts(13, 5, 1) == [0, 4, 8]          # exact tiling: 0-4, 4-8, 8-12
+    assert window_starts(11, 5, 1) == [0, 4, 6]          # last moved back to end at 10 (overlap 3)
+    assert window_starts(17, 5, 2) == [0, 3, 6, 9, 12]
+    for total in range(1, 40):
+        s = window_starts(total, 5, 2)
+        assert s[-1] + min(5, total) == total and all(b - a <= 3 for a, b in zip(s, s[1:]))
+    with pytest.raises(ValueError, match="overlap"):
+        window_starts(10, 4, 4)
+
+
+def test_fuse_weights_sum_to_one_and_ramp_in_overlaps():
+    starts = window_starts(13, 5, 2)
+    w = fuse_weights(starts, 5, 13)
+    assert torch.allclose(w.sum(0), torch.ones(13, dtype=torch.float64), atol=0, rtol=1e-15)
+    # frame 3 is local 3 of window 0 (tent 2) and local 0 of window 1 (tent 1): 2/3, 1/3
+    assert starts[:2] == [0, 3]
+    assert w[0, 3].item() == pytest.approx(2 / 3) and w[1, 3].item() == pytest.approx(1 / 3)
+    assert (w[:, 0] == torch.tensor([1.0] + [0.0] * (len(starts) - 1), dtype=torch.float64)).all()
+
+
+def test_keyframe_positions_and_frame_mapping():
+    assert keyframe_positions(17, 5) == [0, 4, 8, 12, 16]
+    assert keyframe_positions(5, 5) == [0, 4]
+    p = keyframe_positions(14, 5)  # 13 steps in ceil(13/4) = 4 gaps
+    assert p[0] == 0 and p[-1] == 13 and len(p) == 5 and max(b - a for a, b in zip(p, p[1:])) <= 4
+    assert latent_to_frames(0, 5, 4) == (0, 17) and latent_to_frames(5, 9, 4) == (17, 33)
+
+
+def test_prompt_schedule_segments_and_window_prompt():
+    segs = prompt_schedule([(A, 30), (B, None)], 41)
+    assert [(s.prompt, s.start, s.end) for s in segs] == [(A, 0, 30), (B, 30, 41)]
+    even = prompt_schedule([A, B], 129)
+    assert [(s.start, s.end) for s in even] == [(0, 64), (64, 129)]
+    assert window_prompt(segs, 17, 33) == A and window_prompt(segs, 33, 41) == B
+    with pytest.raises(ValueError, match="later entries"):
+        prompt_schedule([(A, 50), (B, 10)], 41)
+    with pytest.raises(ValueError, match="only the last"):
+        prompt_schedule([(A, None), (B, 10)], 41)
+
+
+@pytest.mark.parametrize("sampler", ["euler", "heun", "unipc", "dpmpp_2m"])
+def test_denoise_latents_holds_frames_at_any_indices(pipe, sampler):
+    """The pipeline's generalised conditioning: given frames at indices 0 and 4 (interpolation)
+    come back bit-identical and reach a concat model as frame_mask / image_latent there."""
+    gen = torch.Generator().manual_seed(0)
+    given = torch.randn(1, 4, 2, 8, 8, generator=gen)
+    noise = torch.randn(1, 4, 5, 8, 8, generator=gen)
+    masks = []
+    orig = pipe.transformer.forward
+    pipe.transformer.forward = lambda x, t, c=None: masks.append((c.frame_mask.clone(), c.image_latent.clone())) \
+        or orig(x, t, c)
+    try:
+        out = pipe.denoise_latents(noise, pipe.encode_prompts([A]), uncond_text=pipe.encode_prompts([""]),
+                                   guidance_scale=2.0, given=given, given_index=[0, 4], sampler=sampler)
+    finally:
+        del pipe.transformer.forward
+    assert torch.equal(out[:, :, [0, 4]], given)
+    assert not torch.equal(out[:, :, 2], noise[:, :, 2])
+    mask, latent = masks[0]
+    assert mask.tolist() == [[1, 0, 0, 0, 1]] * 2  # cond and uncond rows
+    assert torch.equal(latent[:1, :, [0, 4]], given) and not latent[:, :, 1:4].any()
+    with pytest.raises(ValueError, match="indices"):
+        pipe.denoise_latents(noise, pipe.encode_prompts([A]), given=given, given_index=[0, 5])
+
+
+# --------------------------------------------------------------------------- sliding windows
+
+
+def test_clean_hold_overlap_equals_previous_window_exactly(pipe):
+    # 33 frames at r=2 -> 17 latents; window 5, overlap 2 -> starts 0,3,6,9,12
+    chunks = list(iter_windows(pipe, A, num_frames=33, window=5, overlap=2, seed=1))
+    assert [c.info.latent_start for c in chunks] == [0, 3, 6, 9, 12]
+    for prev, cur in zip(chunks, chunks[1:]):
+        held = cur.info.held
+        assert held == 2
+        assert torch.equal(cur.latents[:, :, :held], prev.latents[:, :, -held:])
+        assert not torch.equal(cur.latents[:, :, held:held + 1], prev.latents[:, :, -1:])
+    assert sum(c.frames.shape[0] for c in chunks) == 33
+    assert [c.start for c in chunks] == [0, 9, 15, 21, 27]  # latent 5 -> frames 9, 10, ...
+
+
+def test_last_window_with_larger_overlap_still_held_exactly(pipe):
+    chunks = list(iter_windows(pipe, A, num_frames=21, window=5, overlap=1, seed=2))  # 11 latents
+    assert [(c.info.latent_start, c.info.held) for c in chunks] == [(0, 0), (4, 1), (6, 3)]
+    assert torch.equal(chunks[2].latents[:, :, :3], chunks[1].latents[:, :, -3:])
+
+
+@pytest.mark.parametrize("mode", ["window", "fuse", "keyframes"])
+def test_streamed_windows_concatenated_equal_the_whole_video(pipe, mode):
+    kw = dict(num_frames=25, window=5, overlap=2, mode=mode, seed=3)
+    streamed = np.concatenate([c.frames for c in iter_windows(pipe, A, **kw)])
+    whole = generate_long(pipe, A, **kw)
+    assert whole.frames.shape == (25, 16, 16, 3) and streamed.shape == whole.frames.shape
+    assert np.array_equal(streamed, whole.frames)
+
+
+def test_model_never_sees_more_than_the_window(pipe):
+    for mode in ("window", "fuse", "keyframes"):
+        with Spy(pipe.transformer) as spy:
+            out = generate_long(pipe, A, num_frames=65, window=4, overlap=1, mode=mode, seed=0)
+        assert out.frames.shape[0] == 65
+        assert max(spy.frames) <= 4 and 4 in spy.frames, (mode, sorted(set(spy.frames)))
+
+
+def test_image_is_held_as_first_latent_of_the_long_video(pipe):
+    image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    first = pipe.encode_frames(pipe.prepare_image(image, 16, 16))
+    for mode in ("window", "fuse", "keyframes"):
+        out = generate_long(pipe, A, image=image, num_frames=25, window=5, mode=mode, return_latents=True)
+        assert torch.equal(out.latents[:, :, :1], first), mode
+
+
+def test_pixel_overlap_reencodes_the_previous_windows_tail(pipe):
+    chunks = list(iter_windows(pipe, A, num_frames=25, window=5, overlap=2, overlap_space="pixel", seed=4))
+    assert sum(c.frames.shape[0] for c in chunks) == 25
+    for prev, cur in zip(chunks, chunks[1:]):
+        held = cur.info.held
+        tail = pipe.decode_latents(prev.latents)[:, :, -(1 + 2 * (held - 1)):]
+        assert torch.equal(cur.latents[:, :, :held], pipe.encode_frames(tail))
+    whole = generate_long(pipe, A, num_frames=25, window=5, overlap=2, overlap_space="pixel", seed=4)
+    assert np.array_equal(whole.frames, np.concatenate([c.frames for c in chunks]))
+
+
+@pytest.mark.parametrize("patch", [1, 2])
+def test_streaming_decoder_pieces_equal_one_decode(patch):
+    from vidiff.pipelines.long import StreamingDecoder
+
+    torch.manual_seed(0)
+    vae = CausalVAE3D(VAEConfig(base_dim=4, z_dim=4, dim_mult=(1, 2), num_res_blocks=1, temporal_downsample=(True,),
+                                causal_padding="replicate", patch_size=patch))
+    pipe = VideoPipeline(None, vae, None)
+    z = torch.randn(1, 4, 7, 4, 4)
+    with StreamingDecoder(pipe) as dec:
+        pieces = [dec.decode(z[:, :, a:b]) for a, b in ((0, 1), (1, 4), (4, 5), (5, 7))]
+    whole = pipe.decode_latents(z)
+    assert torch.cat(pieces, dim=2).shape == whole.shape == (1, 3, 13, 8 * patch, 8 * patch)
+    assert torch.allclose(torch.cat(pieces, dim=2), whole, atol=1e-6, rtol=0)
+
+
+# --------------------------------------------------------------------------- fuse mode
+
+
+class ConstantX0(torch.nn.Module):
+    """An x0-predicting 'model' whose prediction is a constant per call: `values[call % K]`."""
+
+    def __init__(self, config, values):
+        super().__init__()
+        self.config, self.values, self.calls = config, values, 0
+
+    def forward(self, x, t, cond=None):
+        v = self.values[self.calls % len(self.values)]
+        self.calls += 1
+        return torch.full_like(x, v)
+
+
+def test_fuse_constant_model_yields_the_constant_and_weights_are_applied():
+    pipe = _tiny_pipeline(guidance=1.0, prediction="x0", steps=3)
+    cfg = pipe.transformer.config
+    pipe.transformer = ConstantX0(cfg, [0.7])
+    out = generate_long(pipe, A, num_frames=33, window=5, overlap=2, mode="fuse", return_latents=True)
+    assert torch.allclose(out.latents, torch.full_like(out.latents, 0.7), atol=1e-6)
+    # window k predicts k: the result at frame f must be sum_k w_k(f) k (in order of the calls)
+    starts = window_starts(17, 5, 2)
+    pipe.transformer = ConstantX0(cfg, [float(k) for k in range(len(starts))])
+    out = generate_long(pipe, A, num_frames=33, window=5, overlap=2, mode="fuse", return_latents=True)
+    w = fuse_weights(starts, 5, 17)
+    want = (w * torch.arange(len(starts), dtype=torch.float64)[:, None]).sum(0).float()
+    assert torch.allclose(out.latents[0, 0, :, 0, 0], want, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- keyframes
+
+
+def test_keyframe_interpolation_holds_both_ends_exactly(pipe):
+    out = generate_long(pipe, A, num_frames=33, window=5, mode="keyframes", return_latents=True, seed=5)
+    assert out.keyframes == [0, 4, 8, 12, 16]
+    chunks = list(iter_windows(pipe, A, num_frames=33, window=5, mode="keyframes", seed=5))
+    assert len(chunks) == 4
+    for c in chunks:
+        s, e = c.info.latent_start, c.info.latent_end
+        assert torch.equal(c.latents[:, :, 0], out.latents[:, :, s])
+        assert torch.equal(c.latents[:, :, -1], out.latents[:, :, e - 1])
+    for prev, cur in zip(chunks, chunks[1:]):
+        assert torch.equal(prev.latents[:, :, -1], cur.latents[:, :, 0])  # a keyframe, shared exactly
+
+
+def test_keyframe_pass_uses_keyframe_extras():
+    pipe = _tiny_pipeline()
+    pipe.config.extras = {"fps": 8.0}
+    seen = []
+    orig = pipe.transformer.forward
+    pipe.transformer.forward = lambda x, t, c=None: seen.append(float(c.extras["fps"][0])) or orig(x, t, c)
+    try:
+        generate_long(pipe, A, num_frames=17, window=3, mode="keyframes", keyframe_extras={"fps": 2.0})
+    finally:
+        del pipe.transformer.forward
+    steps = pipe.scheduler.num_inference_steps
+    # keyframes 0, 2, 4, 6, 8 in windows of 3 with overlap 1 -> 2 keyframe windows, then 4 gaps
+    assert seen == [2.0] * (2 * steps) + [8.0] * (4 * steps)
+    assert pipe.config.extras == {"fps": 8.0}
+
+
+# --------------------------------------------------------------------------- prompt schedules
+
+
+def test_prompt_schedule_switches_text_at_the_right_window():
+    pipe = _tiny_pipeline(guidance=3.0)
+    C = "a large red circle stays still on a black background"
+    ta, tb, tc = (pipe.encode_prompts([p])[0][0] for p in (A, B, C))
+    steps = pipe.scheduler.num_inference_steps
+    # 41 frames at r=2 -> 21 latents; window 5 overlap 1 -> starts 0,4,8,12,16; the windows add
+    # frames [0,9) [9,17) [17,25) [25,33) [33,41): middles 4, 12, 20, 28, 36. Segments A [0,19),
+    # B [19,30), C [30,41) give A A B B C by the middle frame (first frame: A A A B C; last: A A B C C)
+    with Spy(pipe.transformer) as spy:
+        chunks = list(iter_windows(pipe, prompts=[(A, 19), (B, 11), (C, None)], num_frames=41, window=5, overlap=1))
+    assert [c.info.prompt for c in chunks] == [A, A, B, B, C]
+    want = [ta] * (2 * steps) + [tb] * (2 * steps) + [tc] * steps
+    assert len(spy.texts) == len(want)
+    for got, w in zip(spy.texts, want):
+        assert torch.equal(got[: w.shape[0]], w)
+
+
+# --------------------------------------------------------------------------- seams
+
+
+def test_boundary_change_ratio_closed_form():
+    frames = np.zeros((10, 4, 4, 3), np.uint8)
+    level = np.cumsum([0, 2, 2, 2, 6, 2, 2, 2, 2, 4])  # changes d = 2,2,2,6,2,2,2,2,4
+    frames += level[:, None, None, None].astype(np.uint8)
+    assert np.allclose(frame_changes(frames), [2, 2, 2, 6, 2, 2, 2, 2, 4])
+    out = boundary_change_ratio(frames, [4, 9])  # boundary changes d_3 = 6 and d_8 = 4
+    assert out["ratio"] == pytest.approx(5 / 2) and out["max_ratio"] == pytest.approx(3.0)
+    assert boundary_change_ratio(frames, [])["ratio"] is None
+    with pytest.raises(ValueError, match="boundaries"):
+        boundary_change_ratio(frames, [10])
+
+
+# --------------------------------------------------------------------------- CLI hook
+
+
+def test_cli_long_arguments_split_prompts_evenly_and_report_bad_values(pipe):
+    import argparse
+
+    from vidiff.cli import CLIError
+    from vidiff.cli.generate_long import add_long_arguments, run_long, wants_long
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("prompt")
+    parser.add_argument("--frames", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    add_long_arguments(parser)
+    args = parser.parse_args([A, "--frames", "33", "--then", B, "--window", "5", "--overlap", "2"])
+    assert wants_long(args, pipe) and not wants_long(parser.parse_args([A, "--frames", "9"]), pipe)
+    out = run_long(args, pipe)
+    assert out.frames.shape == (33, 16, 16, 3)
+    # 17 latents, starts 0,3,6,9,12 add frames [0,9) [9,15) [15,21) [21,27) [27,33); switch at 16
+    assert [w.prompt for w in out.windows] == [A, A, B, B, B]
+    with pytest.raises(CLIError, match="overlap"):
+        run_long(parser.parse_args([A, "--frames", "33", "--window", "5", "--overlap", "5"]), pipe)
