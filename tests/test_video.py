@@ -485,3 +485,13 @@ def test_iter_frames_checks_arguments_at_call_time(tmp_path):
         V.iter_frames(tmp_path / "ghost.mp4")
     with pytest.raises(ValueError, match="max_frames"):
         V.iter_frames(tmp_path / "ghost.mp4", max_frames=0)
+
+
+def test_text_file_is_not_a_video(tmp_path):
+    """FFmpeg's tty demuxer would 'decode' any text file as ANSI-art video."""
+    path = tmp_path / "notes.txt"
+    path.write_text("a line of text that FFmpeg would happily render as ANSI art\n" * 40)
+    with pytest.raises(V.VideoReadError, match="notes.txt.*text file"):
+        V.read_video(path)
+    with pytest.raises(V.VideoReadError, match="notes.txt"):
+        V.probe_video(path)

@@ -62,6 +62,8 @@ def _is_still_image_format(format_name: str) -> bool:
     return format_name == "image2" or format_name.endswith("_pipe")
 
 
+_TEXT_CODECS = {"ansi", "bintext", "xbin", "idf"}
+
 _H264_SUFFIXES = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
 _PNG_FRAME_NAME = "frame_{:05d}.png"
@@ -127,6 +129,9 @@ def _open_video(path: str) -> tuple[av.container.InputContainer, av.video.stream
         stream = container.streams.video[0]
         if stream.codec_context is None or not stream.codec_context.name:
             raise VideoReadError(f"{path}: video stream has no decodable codec")
+        if format_name == "tty" or stream.codec_context.name in _TEXT_CODECS:
+            # FFmpeg renders any text file as "ANSI art" video; nobody means that.
+            raise VideoReadError(f"{path}: is a text file ({format_name}/{stream.codec_context.name}), not a video")
     except BaseException:
         container.close()
         raise

@@ -27,9 +27,6 @@ import torch
 __all__ = ["VideoFolderDataset", "BadVideoWarning", "read_captions"]
 
 
-_TEXT_CODECS = {"ansi", "bintext", "xbin", "idf", "tty"}
-
-
 @contextlib.contextmanager
 def _deadline(seconds: float, message: str) -> Iterator[None]:
     """Raise TimeoutError(message) if the body runs longer than `seconds` (main thread only).
@@ -138,10 +135,7 @@ class VideoFolderDataset(torch.utils.data.Dataset):
         """Duration in seconds of a video from its header; raises for anything that is not one."""
         from vidiff.video import VideoReadError, probe_video
 
-        info = probe_video(self.root / name)
-        if info.codec in _TEXT_CODECS:
-            # FFmpeg's tty demuxer renders any text file as "ANSI art" video.
-            raise VideoReadError(f"{self.root / name}: not a video (FFmpeg reads it as text, codec {info.codec!r})")
+        info = probe_video(self.root / name)  # rejects text files, still images, audio-only files
         if info.num_frames <= 0 and info.duration_s <= 0:
             raise VideoReadError(f"{self.root / name}: no frames")
         return info.duration_s
