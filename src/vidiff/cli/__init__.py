@@ -18,7 +18,7 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vidiff.cli import demo, eval, generate, world
+    from vidiff.cli import demo, eval, generate, train, world
 
     parser = argparse.ArgumentParser(
         prog="vidiff",
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vidiff {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (demo, generate, world, eval):
+    for module in (demo, generate, train, world, eval):
         module.register(sub)
     return parser
 

@@ -1,0 +1,158 @@
+"""`vidiff train`: tiny recipes through the command's handler (built on a local argparse parser):
+training, exact --resume, --export to a loadable pipeline, VAE export, and clear errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vidiff.cli import CLIError
+from vidiff.cli import train as train_cli
+from vidiff.models.vae import CausalVAE3D, VAEConfig
+from vidiff.train.logging import read_jsonl
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+PROMPT = "a large red circle moves right on a black background"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidiff")
+    train_cli.register(parser.add_subparsers())
+    return parser
+
+
+def vidiff_train(*argv: str) -> int:
+    args = _parser().parse_args(["train", *argv])
+    return args.handler(args)
+
+
+def _tiny_dit(tmp, out: str, steps: int) -> list[str]:
+    """world_dit.toml shrunk: 5x32x32 clips, a 1-layer DiT, constant LR (so a 2-step run resumed
+    to 4 steps must equal a 4-step run exactly)."""
+    return [f"{CONFIGS}/world_dit.toml", "--out", str(tmp / out), f"vae.path={tmp / 'vae'}", f"data.cache_dir={tmp / 'latents'}",
+            "data.frames=5", "data.size=32", "data.batch_size=2", "data.cache_clips=6", "model.dit.dim=32",
+            "model.dit.num_heads=2", "model.dit.num_layers=1", "model.dit.ffn_dim=64",
+            "model.text.dim=32", "model.text.depth=1", f"train.steps={steps}", "train.warmup_steps=0",
+            "train.min_lr_ratio=1.0", "train.lr=1e-3", "train.ema_decay=0.9", "train.ema_warmup_steps=0",
+            "train.checkpoint_every=2", "train.validate_every=4", "train.progress=false", "train.log_every=1",
+            "train.device=cpu", "train.precision=fp32", "validation.steps=2", f"validation.prompts=['{PROMPT}']",
+            "validation.loss_clips=2", "diffusion.sampling_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train_cli")
+    torch.manual_seed(0)
+    CausalVAE3D(VAEConfig.world(base_dim=8)).save_pretrained(tmp / "vae")
+    assert vidiff_train(*_tiny_dit(tmp, "full", 4)) == 0
+    assert vidiff_train(*_tiny_dit(tmp, "resumed", 2), "--no-export") == 0
+    with pytest.warns(UserWarning, match=r"differs from the one it was trained with in: train\.steps$"):
+        assert vidiff_train(*_tiny_dit(tmp, "resumed", 4), "--resume") == 0
+    return tmp
+
+
+def test_help_has_an_example(capsys):
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "vidiff train configs/world_dit.toml" in text and "--resume" in text and "key.sub=value" in text
+
+
+def test_unknown_override_key_is_named(tmp_path):
+    with pytest.raises(CLIError, match=r"unknown key 'train.stepz' in \S*configs/world_dit.toml"):
+        vidiff_train(f"{CONFIGS}/world_dit.toml", "train.stepz=3", "--out", str(tmp_path))
+    with pytest.raises(CLIError, match="'steps' is not an override of the form key.sub=value"):
+        vidiff_train(f"{CONFIGS}/world_dit.toml", "steps")
+    with pytest.raises(CLIError, match="recipe nowhere.toml does not exist"):
+        vidiff_train("nowhere.toml")
+
+
+def test_missing_vae_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(CLIError, match=f"vae.path {tmp_path / 'novae'}: no VAE folder there"):
+        vidiff_train(f"{CONFIGS}/world_dit.toml", f"vae.path={tmp_path / 'novae'}", "--out", str(tmp_path / "run"))
+
+
+def test_training_writes_log_checkpoints_samples_and_pipeline(runs):
+    full = runs / "full"
+    records = read_jsonl(full / "log.jsonl")
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    assert any("val/loss" in r for r in records)
+    assert (full / "loss.png").is_file()
+    assert sorted(p.name for p in full.glob("ckpt-*")) == ["ckpt-00000002", "ckpt-00000004"]
+    samples = full / "samples" / "step-00000004"
+    assert (samples / "sheet.png").is_file() and (samples / "t2v-00-seed0.mp4").is_file()
+    assert len(list(samples.glob("i2v-*.mp4"))) == 1
+    assert json.loads((full / "export" / "model_index.json").read_text())["_class_name"] == "VideoPipeline"
+
+
+def test_resume_continues_exactly(runs):
+    a = runs / "full" / "ckpt-00000004"
+    b = runs / "resumed" / "ckpt-00000004"
+    for name in ("model.safetensors", "ema.safetensors"):
+        sa, sb = load_file(str(a / name)), load_file(str(b / name))
+        assert sa.keys() == sb.keys()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa), name
+    steps = [r["step"] for r in read_jsonl(runs / "resumed" / "log.jsonl") if "loss" in r]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_export_writes_a_pipeline_that_loads_and_generates(runs):
+    from vidiff.pipelines import VideoPipeline
+
+    target = runs / "exported"
+    assert vidiff_train(*_tiny_dit(runs, "full", 4), "--export", str(target)) == 0
+    pipe = VideoPipeline.from_pretrained(target)
+    out = pipe(PROMPT, num_inference_steps=2, seed=0, progress=False)
+    assert out.frames.shape == (5, 32, 32, 3) and out.frames.dtype.name == "uint8"
+    # The transformer holds the EMA weights of the last checkpoint, not the live ones.
+    ema = load_file(str(runs / "full" / "ckpt-00000004" / "ema.safetensors"))
+    live = load_file(str(runs / "full" / "ckpt-00000004" / "model.safetensors"))
+    exported = load_file(str(target / "transformer" / "model.safetensors"))
+    key = "blocks.0.ffn.fc1.weight" if "denoiser.blocks.0.ffn.fc1.weight" in ema else next(
+        k.removeprefix("denoiser.") for k in ema if k.startswith("denoiser.") and ema[k].ndim == 2)
+    assert torch.equal(exported[key], ema["denoiser." + key])
+    assert not torch.equal(exported[key], live["denoiser." + key])
+    # The end-of-training export and the --export one agree.
+    final = load_file(str(runs / "full" / "export" / "transformer" / "model.safetensors"))
+    assert all(torch.equal(final[k], exported[k]) for k in final)
+
+
+def test_vae_run_exports_a_vae_with_latent_stats(tmp_path):
+    from vidiff.train.recipe import load_recipe
+    from vidiff.train.vae_task import _stats_batches
+
+    argv = [f"{CONFIGS}/world_vae.toml", "--out", str(tmp_path / "vae_run"), "vae.config.base_dim=8", "data.frames=5",
+            "data.size=32", "data.batch_size=2", "train.steps=3", "train.progress=false", "train.validate_every=3",
+            "vae.stats_clips=6", "validation.clips=2", "train.device=cpu", "train.precision=fp32"]
+    assert vidiff_train(*argv) == 0
+    vae = CausalVAE3D.from_pretrained(tmp_path / "vae_run" / "export")
+    z_dim = vae.config.z_dim
+    assert len(vae.config.latents_mean) == z_dim and all(s > 0 for s in vae.config.latents_std)
+    assert (tmp_path / "vae_run" / "samples" / "step-00000003" / "recon.mp4").is_file()
+    # Normalised latents of the clips the statistics came from: per-channel mean 0 and std 1.
+    cfg = load_recipe(argv[0], argv[3:])
+    with torch.no_grad():
+        z = torch.cat([vae.normalize(vae.encode(b).mode()) for b in _stats_batches(cfg)])
+    z = z.transpose(0, 1).reshape(z_dim, -1).double()
+    assert torch.allclose(z.mean(1), torch.zeros(z_dim, dtype=torch.float64), atol=1e-4)
+    assert torch.allclose(z.std(1, unbiased=False), torch.ones(z_dim, dtype=torch.float64), atol=1e-3)
+
+
+def test_unet_recipe_trains_and_exports_a_loadable_pipeline(runs):
+    from vidiff.pipelines import VideoPipeline
+
+    out = runs / "unet"
+    argv = [f"{CONFIGS}/world_unet.toml", "--out", str(out), f"vae.path={runs / 'vae'}", f"data.cache_dir={runs / 'latents'}",
+            "data.frames=5", "data.size=32", "data.batch_size=2", "data.cache_clips=6", "model.unet.model_channels=16",
+            "model.unet.channel_mult=[1, 2]", "model.unet.attention_levels=[1]", "model.unet.head_dim=8",
+            "model.unet.norm_groups=4", "model.text.dim=16", "model.text.depth=1", "train.steps=2", "train.progress=false",
+            "train.device=cpu", "train.precision=fp32", "train.validate_every=0", "diffusion.sampling_steps=2"]
+    assert vidiff_train(*argv) == 0
+    pipe = VideoPipeline.from_pretrained(out / "export")
+    assert type(pipe.transformer).__name__ == "UNet3D"
+    assert pipe(PROMPT, seed=0, progress=False).frames.shape == (5, 32, 32, 3)
