@@ -31,13 +31,6 @@ CONFIGS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _reference(name: str, seed: int = 0) -> AutoencoderKLWan:
     torch.manual_seed(seed)

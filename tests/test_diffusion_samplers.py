@@ -90,14 +90,6 @@ class Gaussian:
 
 G = Gaussian()
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tensors here are tiny; intra-op threads only add contention on a shared 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 VP = vp_schedule("linear")
 FLOW = FlowSchedule()
 

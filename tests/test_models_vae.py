@@ -19,15 +19,6 @@ from vidiff.models.vae_losses import discriminator_hinge_loss, temporal_differen
 TEMPORAL = {1: (False, False), 2: (False, True), 4: (True, True)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests run many small convolutions: one intra-op thread is as fast and does not
-    collapse when the two cores are shared with other processes (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _tiny(factor: int, padding: str = "zeros", seed: int = 0, **kw) -> CausalVAE3D:
     torch.manual_seed(seed)

@@ -5,15 +5,6 @@ import torch.nn.functional as F
 from vidiff.nn.causal_conv import CausalConv3d, conv3d_as_conv2d, streaming
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests run many small convolutions: one intra-op thread is as fast and does not
-    collapse when the two cores are shared with other processes (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _conv(padding="zeros", kt=3, seed=0):
     torch.manual_seed(seed)

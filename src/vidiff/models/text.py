@@ -22,14 +22,14 @@ import html
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from typing import Iterable, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from vidiff.modelio import atomic_directory
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>")
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(4)
@@ -79,27 +79,6 @@ def _check_prompts(prompts) -> list[str]:
     if not prompts:
         raise ValueError("encode got an empty list of prompts")
     return prompts
-
-
-def _atomic_write_dir(path: str, write) -> None:
-    """Call `write(tmp_dir)` then move the finished directory to `path` (replacing it)."""
-    path = os.path.abspath(path)
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=parent)
-    try:
-        write(tmp)
-        if os.path.exists(path):
-            old = tempfile.mkdtemp(prefix=".old-" + os.path.basename(path) + "-", dir=parent)
-            os.rmdir(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _read_json(path: str) -> dict:
@@ -369,7 +348,8 @@ class BuiltinTextEncoder(nn.Module):
             state = {k: v.detach().cpu().contiguous() for k, v in self.encoder.state_dict().items()}
             save_file(state, os.path.join(tmp, "model.safetensors"))
 
-        _atomic_write_dir(path, write)
+        with atomic_directory(path) as tmp:
+            write(tmp)
 
     @classmethod
     def from_pretrained(cls, path: str, device: str | torch.device = "cpu") -> "BuiltinTextEncoder":

@@ -18,9 +18,7 @@ With `VAEConfig.wan21()` it is Wan 2.1's VAE (load weights with `vidiff.compat.w
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
@@ -28,11 +26,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from vidiff.modelio import CONFIG_NAME, WEIGHTS_NAME, ModelLoadError, load_model_files, load_weights_strict, save_model
 from vidiff.models.vae_blocks import Decoder, Encoder
 from vidiff.nn.causal_conv import CAUSAL_PADDINGS, streaming
-
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 
 
 # --------------------------------------------------------------------------- frame counts
@@ -372,49 +368,19 @@ class _LatentAutoencoder(nn.Module):
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write `config.json` and `model.safetensors` into `directory` (each file atomically)."""
-        from safetensors.torch import save_file
-
-        os.makedirs(directory, exist_ok=True)
-        cfg = {"_class_name": type(self).__name__, **self.config.to_dict()}
-        _atomic_write(os.path.join(directory, CONFIG_NAME), lambda p: _write_json(p, cfg))
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        _atomic_write(os.path.join(directory, WEIGHTS_NAME), lambda p: save_file(state, p))
+        save_model(directory, self, self.config.to_dict(), type(self).__name__)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu"):
-        """Load a VAE written by `save_pretrained` (the class must match `_class_name`)."""
-        from safetensors.torch import load_file
-
-        cfg_path = os.path.join(directory, CONFIG_NAME)
-        if not os.path.isfile(cfg_path):
-            raise FileNotFoundError(f"no {CONFIG_NAME} in {directory}")
-        with open(cfg_path) as f:
-            data = json.load(f)
-        name = data.pop("_class_name", cls.__name__)
+        """Load a VAE written by `save_pretrained` (the class must match `_class_name`); a missing,
+        truncated or foreign file raises ModelLoadError naming it."""
+        name, data, state = load_model_files(directory)
         if name != cls.__name__:
-            raise ValueError(f"{cfg_path} describes a {name}, not a {cls.__name__}")
+            raise ModelLoadError(f"{os.path.join(directory, CONFIG_NAME)} describes a {name}, not a {cls.__name__}")
         config_cls = VAEConfig if cls is CausalVAE3D else FrameVAEConfig
         model = cls(config_cls.from_dict(data))
-        state = load_file(os.path.join(directory, WEIGHTS_NAME), device=str(map_location))
-        model.load_state_dict(state)
-        return model
-
-
-def _write_json(path: str, data: dict) -> None:
-    with open(path, "w") as f:
-        json.dump(data, f, indent=2)
-
-
-def _atomic_write(path: str, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        load_weights_strict(model, state, os.path.join(os.fspath(directory), WEIGHTS_NAME))
+        return model.to(map_location)
 
 
 # --------------------------------------------------------------------------- causal 3D VAE

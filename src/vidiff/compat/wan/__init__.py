@@ -7,10 +7,11 @@
 Layouts:
   diffusers: model_index.json, transformer/, vae/, text_encoder/ (UMT5), tokenizer/, scheduler/,
              and for I2V image_encoder/ (CLIPVisionModel) + image_processor/.
-  original:  the Wan-AI release folder: config.json (WanModel) + diffusion_pytorch_model*.safetensors,
-             Wan2.1_VAE.pth; the UMT5 text encoder must be given in Hugging Face format
-             (`text_encoder_path`, or a `text_encoder/` folder inside), since the release's
-             `models_t5_umt5-xxl-enc-bf16.pth` uses Wan's own T5 module names.
+  original:  the Wan-AI release folder (T2V): config.json (WanModel) + diffusion_pytorch_model*.safetensors,
+             Wan2.1_VAE.pth, models_t5_umt5-xxl-enc-bf16.pth (Wan's T5 names, converted) and the
+             google/umt5-xxl/ tokenizer; a Hugging Face UMT5 folder (`text_encoder_path` or
+             text_encoder/) is used instead when present. Original-layout I2V (open-clip CLIP) is
+             not supported: use the diffusers I2V folders.
 """
 
 from __future__ import annotations
@@ -88,8 +89,8 @@ def load_wan_pipeline(directory: str | os.PathLike, device: str = "cpu", dtype=N
         modules kept, text and image encoders in that dtype, VAE fp32).
     offload: "none" (all on `device`), "model" (each component on `device` only while used) or
         "blocks" (as model, and the transformer's blocks streamed one at a time).
-    text_encoder_path / vae_path: replace the folder's UMT5 / VAE (original layout: the UMT5 in
-        Hugging Face format is required, see the module doc; the VAE defaults to Wan2.1_VAE.pth).
+    text_encoder_path / vae_path: use this UMT5 (Hugging Face folder) / VAE (diffusers vae/ folder,
+        .safetensors or .pth) instead of the folder's own.
     """
     import torch
 
@@ -155,7 +156,7 @@ def _text_encoder(path: str, tokenizer_path: str | None, dtype):
 
 
 def _load_original(directory: str, text_encoder_path: str | None, vae_path: str | None, text_dtype):
-    """The original Wan-AI release layout (transformer + VAE converted; UMT5 in HF format)."""
+    """The original Wan-AI release layout (transformer, VAE and UMT5 converted from Wan's names)."""
     from vidiff.compat.wan.transformer import load_wan_transformer
     from vidiff.compat.wan.vae import load_wan_vae
     from vidiff.modelio import ModelLoadError, read_json
@@ -174,16 +175,22 @@ def _load_original(directory: str, text_encoder_path: str | None, vae_path: str 
     vae = load_wan_vae(vae_path)
     transformer = load_wan_transformer(directory).eval()
     te_path = text_encoder_path or os.path.join(directory, "text_encoder")
-    if not os.path.isfile(os.path.join(te_path, "config.json")):
-        raise ModelLoadError(
-            f"{directory}: no Hugging Face UMT5 text encoder at {te_path}; the release's "
-            "models_t5_umt5-xxl-enc-bf16.pth uses Wan's own module names. Pass text_encoder_path= a folder with "
-            "UMT5EncoderModel weights (e.g. the text_encoder/ of Wan2.1-T2V-*-Diffusers)")
+    t5_pth = os.path.join(directory, "models_t5_umt5-xxl-enc-bf16.pth")
+    tokenizer_files = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
     tok = next((p for p in (te_path, os.path.join(os.path.dirname(te_path), "tokenizer"),
                             os.path.join(directory, "google", "umt5-xxl")) if os.path.isdir(p)
-                and any(os.path.isfile(os.path.join(p, f)) for f in ("tokenizer.json", "spiece.model",
-                                                                     "tokenizer_config.json"))), None)
-    text_encoder = _text_encoder(te_path, tok, text_dtype)
+                and any(os.path.isfile(os.path.join(p, f)) for f in tokenizer_files)), None)
+    if os.path.isfile(os.path.join(te_path, "config.json")):
+        text_encoder = _text_encoder(te_path, tok, text_dtype)
+    elif os.path.isfile(t5_pth) and text_encoder_path is None:
+        from vidiff.compat.wan.text_encoder import load_wan_t5
+
+        if tok is None:
+            raise ModelLoadError(f"{directory}: no UMT5 tokenizer (google/umt5-xxl/ with tokenizer files)")
+        text_encoder = load_wan_t5(t5_pth, tok, dtype=text_dtype)
+    else:
+        raise ModelLoadError(f"{directory}: no UMT5 text encoder (models_t5_umt5-xxl-enc-bf16.pth, or a Hugging Face "
+                             f"UMT5EncoderModel folder at {te_path})")
     scheduler = SchedulerConfig(schedule="flow", prediction_type="flow", sampler="unipc", num_inference_steps=50,
                                 shift=3.0, guidance_scale=5.0)
     return transformer, vae, text_encoder, scheduler, None, False
