@@ -19,9 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Without --model the model shipped with vidiff is used.\n\n"
         "Examples:\n"
         '  vidiff generate "a large red circle moves right on a black background" --out red.mp4\n'
-        '  vidiff generate "a small blue square bounces on a gray background" --image first.png --out blue.gif\n'
+        '  vidiff generate "a small green square bounces on a gray background" --image first.png --out blue.gif\n'
         '  vidiff generate --frames 129 --prompt "a large red circle moves right on a black background" \\\n'
-        '      --then "a large red circle moves left on a black background" --out long.mp4',
+        '      --then "a large red circle moves down on a black background" --out long.mp4',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("prompt", nargs="?", default=None, help=f"the caption (default: {DEFAULT_PROMPT!r})")

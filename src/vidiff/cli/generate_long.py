@@ -4,7 +4,7 @@ calls `run_long` when `wants_long` says so (a `--then`, an explicit `--long-mode
 than the model's clip length).
 
     vidiff generate --frames 129 "a red circle moves right on a black background" \\
-        --then "a red circle moves left on a black background"
+        --then "a red circle moves down on a black background"
 """
 
 from __future__ import annotations
