@@ -7,6 +7,7 @@ import os
 
 from vidiff.cli import CLIError
 from vidiff.cli.generate_long import add_long_arguments, run_long, wants_long
+from vidiff.compat.wan.options import add_wan_arguments
 
 DEFAULT_PROMPT = "a large red circle moves right on a black background"
 
@@ -42,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="outputs/generate/video.mp4", help="output .mp4 or .gif (default: %(default)s)")
     add_long_arguments(p)
+    add_wan_arguments(p)
     p.set_defaults(handler=run)
 
 
@@ -50,16 +52,17 @@ def shipped_model_dir() -> str:
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "world-dit")
 
 
-def load_pipeline(model: str | None, device: str = "cpu"):
-    """Load a pipeline folder, mapping load failures to one-line CLI errors."""
+def load_pipeline(model: str | None, device: str = "cpu", args: argparse.Namespace | None = None):
+    """Load a pipeline folder (honouring --dtype/--offload for Wan models), mapping load failures
+    to one-line CLI errors."""
+    from vidiff.compat.wan.options import load_pipeline_with_options
     from vidiff.modelio import ModelLoadError
-    from vidiff.pipelines import VideoPipeline
 
     path = model or shipped_model_dir()
     if not os.path.isdir(path):
         raise CLIError(f"{path}: model directory not found" + ("" if model else " (the shipped model is missing)"))
     try:
-        return VideoPipeline.from_pretrained(path, device=device)
+        return load_pipeline_with_options(path, args if args is not None else argparse.Namespace(device=device))
     except (ModelLoadError, FileNotFoundError, ValueError) as err:
         raise CLIError(str(err)) from err
 
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("give the prompt once: positionally or with --prompt")
     args.prompt = args.prompt or args.prompt_option or DEFAULT_PROMPT
     start = time.perf_counter()
-    pipe = load_pipeline(args.model, args.device)
+    pipe = load_pipeline(args.model, args.device, args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
                            height=args.height, width=args.width, num_inference_steps=args.steps,
                            guidance_scale=args.guidance, sampler=args.sampler, noise_prior=args.noise_prior,
                            noise_strength=args.noise_strength, seed=args.seed)
-        except VideoReadError as err:
+        except (VideoReadError, ValueError) as err:
             raise CLIError(str(err)) from err
     for w in caught:
         print(f"vidiff: notice: {w.message}")

@@ -131,14 +131,14 @@ class VideoPipeline:
         """Load a pipeline folder (vidiff layout, or a diffusers Wan 2.1 folder)."""
         from vidiff.models.text import load_text_encoder
 
+        from vidiff.compat.wan import is_wan_directory, load_wan_pipeline
+
         directory = os.fspath(directory)
         if not os.path.isdir(directory):
             raise ModelLoadError(f"{directory}: model directory not found")
-        index = read_json(os.path.join(directory, "model_index.json"))
-        if index.get("_class_name", "").startswith("Wan"):
-            from vidiff.compat.wan import load_wan_pipeline
-
+        if is_wan_directory(directory):  # diffusers layout or the original release layout
             return load_wan_pipeline(directory, device=device)
+        index = read_json(os.path.join(directory, "model_index.json"))
         if index.get("_class_name") != "VideoPipeline":
             raise ModelLoadError(f"{directory}/model_index.json: not a vidiff pipeline (class {index.get('_class_name')!r})")
         pipe = cls(

@@ -1,0 +1,215 @@
+"""Whole Wan 2.1 pipelines end to end: vidiff vs diffusers, in one process.
+
+Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_wan.py   (about 2 minutes on 1 core)
+
+Two random-weight Wan T2V pipelines (diffusers' WanPipeline layout: UMT5 + WanTransformer3DModel +
+AutoencoderKLWan + flow UniPC) are built and saved to a temp folder; diffusers'
+`WanPipeline.from_pretrained` and vidiff's `VideoPipeline.from_pretrained` load the same folder
+and generate the same video (same seed, steps, guidance, 512-token prompts; the frames'
+largest difference is reported). Runs alternate between the implementations; medians are
+reported, for the whole generation and for text encoding + sampling alone (output_type="latent").
+
+  tiny: the test suite's size (dim 24, 2 layers, 9 frames at 32x32)
+  mid:  dim 384 (6 x 64), 6 layers, ffn 1536, UMT5 d_model 128, VAE base 32; 17 frames at 128x128
+
+Time: process CPU time of one generation (one intra-op thread, so CPU time is compute time on a
+shared machine) and wall time. Memory: the extra resident memory one generation needs, measured
+in this process: after gc and malloc_trim, the kernel's peak-RSS mark is reset
+(/proc/self/clear_refs <- 5), the generation runs, and VmHWM minus the VmRSS before is reported.
+glibc's mmap threshold is fixed at 128 KiB (mallopt) so that freed tensors leave RSS at once;
+without it the dynamic threshold makes peaks vary by +-20% from run to run.
+With --device cuda, torch.cuda.max_memory_allocated is reported instead.
+Writes benchmarks/results/wan.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "wan.json")
+PROMPT = "a red circle moves left across a snowy field"
+NEGATIVE = "blurry, static"
+
+SIZES = {
+    "tiny": dict(dim_head=(2, 12), layers=2, ffn=48, d_model=32, base_dim=8, z=4,
+                 run=dict(num_frames=9, height=32, width=32, num_inference_steps=3), repeats=7),
+    "mid": dict(dim_head=(6, 64), layers=6, ffn=1536, d_model=128, base_dim=32, z=16,
+                run=dict(num_frames=17, height=128, width=128, num_inference_steps=4), repeats=3),
+}
+
+
+def tokenizer():
+    import sentencepiece as spm
+    from transformers import T5Tokenizer
+
+    buf = io.BytesIO()
+    sentences = [PROMPT, NEGATIVE, "a cat plays piano in the snow", "waves on a beach at sunset"] * 20
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=buf, vocab_size=64, pad_id=0,
+                                   eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False, minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
+    return T5Tokenizer(vocab=[(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())], extra_ids=0)
+
+
+def build(root: str, size: dict) -> None:
+    import diffusers
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(0)
+    tok = tokenizer()
+    d = size["d_model"]
+    text = UMT5EncoderModel(UMT5Config(vocab_size=len(tok), d_model=d, d_kv=d // 4, d_ff=2 * d, num_layers=2,
+                                       num_heads=4, relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1,
+                                       decoder_start_token_id=0))
+    z = size["z"]
+    vae = diffusers.AutoencoderKLWan(base_dim=size["base_dim"], z_dim=z, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
+                                     temperal_downsample=[False, True, True], latents_mean=[0.1 * i for i in range(z)],
+                                     latents_std=[1 + 0.1 * i for i in range(z)])
+    heads, head_dim = size["dim_head"]
+    transformer = diffusers.WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim, in_channels=z, out_channels=z,
+        text_dim=d, freq_dim=32 if heads * head_dim < 64 else 256, ffn_dim=size["ffn"], num_layers=size["layers"])
+    with torch.no_grad():
+        for m in (vae, transformer):
+            for p in m.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    scheduler = diffusers.UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                                  flow_shift=3.0)
+    diffusers.WanPipeline(tokenizer=tok, text_encoder=text.eval(), vae=vae.eval(), scheduler=scheduler,
+                          transformer=transformer.eval()).save_pretrained(root)
+
+
+def _status(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(field)
+
+
+def _quiesce() -> None:
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def measure(fn, device: str) -> dict:
+    """One call of fn: CPU seconds, wall seconds, extra peak memory in bytes."""
+    _quiesce()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _status("VmRSS")
+    c0, w0 = time.process_time(), time.perf_counter()
+    out = fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    c1, w1 = time.process_time(), time.perf_counter()
+    peak = (torch.cuda.max_memory_allocated() if device == "cuda" else _status("VmHWM")) - base
+    return {"cpu_s": c1 - c0, "wall_s": w1 - w0, "peak_bytes": peak, "out": out}
+
+
+def bench_size(name: str, size: dict, device: str) -> dict:
+    import diffusers
+
+    from vidiff.pipelines import VideoPipeline
+
+    with tempfile.TemporaryDirectory() as root:
+        build(root, size)
+        ref = diffusers.WanPipeline.from_pretrained(root).to(device)
+        ref.set_progress_bar_config(disable=True)
+        ours = VideoPipeline.from_pretrained(root, device=device)
+    run = dict(size["run"], guidance_scale=5.0)
+
+    def run_diffusers():
+        g = torch.Generator().manual_seed(0)
+        return ref(PROMPT, negative_prompt=NEGATIVE, generator=g, output_type="np", **run).frames[0]
+
+    def run_vidiff():
+        return ours(PROMPT, negative_prompt=NEGATIVE, seed=0, output_type="float", progress=False, **run).frames
+
+    def latents_diffusers():  # text encoding + sampling, no decoding
+        g = torch.Generator().manual_seed(0)
+        return ref(PROMPT, negative_prompt=NEGATIVE, generator=g, output_type="latent", **run).frames
+
+    def latents_vidiff():
+        return ours(PROMPT, negative_prompt=NEGATIVE, seed=0, output_type="latent", progress=False, **run).latents
+
+    runs = {"diffusers": run_diffusers, "vidiff": run_vidiff, "diffusers_sampling": latents_diffusers,
+            "vidiff_sampling": latents_vidiff}
+    with torch.no_grad():
+        for fn in runs.values():  # warm-up (lazy inits, allocator)
+            fn()
+        rows = {name: [] for name in runs}
+        for _ in range(size["repeats"]):
+            for impl, fn in runs.items():
+                rows[impl].append(measure(fn, device))
+    max_err = float(np.abs(rows["vidiff"][0]["out"] - rows["diffusers"][0]["out"]).max())
+    result = {"config": {k: v for k, v in size.items() if k != "repeats"}, "repeats": size["repeats"],
+              "max_abs_diff_frames": max_err}
+    for impl, rs in rows.items():
+        result[impl] = {key: statistics.median(r[key] for r in rs) for key in ("cpu_s", "wall_s", "peak_bytes")}
+    d, v = result["diffusers_sampling"], result["vidiff_sampling"]
+    result["sampling_speedup_cpu"] = d["cpu_s"] / v["cpu_s"]
+    result["sampling_peak_ratio_vidiff_over_diffusers"] = v["peak_bytes"] / max(d["peak_bytes"], 1)
+    d, v = result["diffusers"], result["vidiff"]
+    result["speedup_cpu"] = d["cpu_s"] / v["cpu_s"]
+    result["speedup_wall"] = d["wall_s"] / v["wall_s"]
+    result["peak_ratio_vidiff_over_diffusers"] = v["peak_bytes"] / max(d["peak_bytes"], 1)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    try:  # fixed mmap threshold: big tensors are mmapped and unmapped on free, so RSS follows live memory
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except OSError:
+        pass
+    import diffusers
+    import transformers
+
+    out = {"machine": {"platform": platform.platform(), "python": sys.version.split()[0], "cpu_count": os.cpu_count(),
+                       "torch": torch.__version__, "diffusers": diffusers.__version__,
+                       "transformers": transformers.__version__, "threads": torch.get_num_threads(),
+                       "device": args.device}, "sizes": {}}
+    print(f"{'size':6} {'impl (whole run / sampling only)':18} {'cpu s':>8} {'wall s':>8} {'peak MB':>9}")
+    for name in args.sizes:
+        r = bench_size(name, SIZES[name], args.device)
+        out["sizes"][name] = r
+        for impl in ("diffusers", "vidiff", "diffusers_sampling", "vidiff_sampling"):
+            m = r[impl]
+            print(f"{name:6} {impl:18} {m['cpu_s']:8.3f} {m['wall_s']:8.3f} {m['peak_bytes'] / 2**20:9.1f}")
+        print(f"{name:6} speedup (cpu) {r['speedup_cpu']:.2f}x, peak ratio vidiff/diffusers "
+              f"{r['peak_ratio_vidiff_over_diffusers']:.2f}, max |frames diff| {r['max_abs_diff_frames']:.1e}")
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    tmp = RESULTS + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(out, f, indent=2)
+    os.replace(tmp, RESULTS)
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
