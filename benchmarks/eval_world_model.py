@@ -1,0 +1,114 @@
+"""Acceptance measurements of a world model (issue 8): quality, baseline, image-to-video, steps and
+guidance tables, and generation speed. Every row is what `vidiff eval world` computes for the
+same settings (the command line is recorded beside each row).
+
+    python benchmarks/eval_world_model.py --model src/vidiff/assets/world-dit \
+        --baseline src/vidiff/assets/world-per-frame --json benchmarks/results/world_model.json
+
+Writes JSON (with the machine) and prints markdown tables for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+import warnings
+
+import torch
+
+from vidiff.cli.eval_world import generate_and_evaluate, read_prompts
+from vidiff.cli.generate import load_pipeline
+from vidiff.metrics.world import aggregate, evaluate_video
+from vidiff.world import render, scene_from_caption
+
+KEYS = ("color_acc", "shape_acc", "size_acc", "motion_acc", "all_correct", "persistence", "identity_drift",
+        "jitter", "background_flicker", "first_frame_psnr")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def summary(rows: list[dict]) -> dict:
+    agg = aggregate(rows)
+    return {k: agg.get(k) for k in KEYS if agg.get(k) is not None} | {"count": agg["count"]}
+
+
+def ground_truth(prompts: list[str], seeds: int, cfg) -> dict:
+    rows = []
+    for p in prompts:
+        for s in range(seeds):
+            frames, _ = render(scene_from_caption(p, seed=s), size=cfg.height, frames=cfg.num_frames, fps=cfg.fps)
+            rows.append(evaluate_video(frames, p))
+    return summary(rows)
+
+
+def timed_generation(pipe, prompt: str, repeats: int) -> dict:
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pipe(prompt, seed=i, progress=False)
+        times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "runs_s": times}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="pipeline folder (default: the shipped one)")
+    ap.add_argument("--baseline", default=None, help="per-frame baseline pipeline folder")
+    ap.add_argument("--prompts", default=os.path.join(HERE, "prompts", "world_eval.txt"))
+    ap.add_argument("--heldout", default=os.path.join(HERE, "prompts", "world_heldout.txt"))
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--table-seeds", type=int, default=1, help="seeds per prompt for the steps/guidance tables")
+    ap.add_argument("--steps", type=int, nargs="+", default=[4, 8, 16, 32, 50])
+    ap.add_argument("--samplers", nargs="+", default=["euler", "unipc"])
+    ap.add_argument("--json", default=os.path.join(HERE, "results", "world_model.json"))
+    args = ap.parse_args()
+
+    pipe = load_pipeline(args.model)
+    prompts, heldout = read_prompts(args.prompts), read_prompts(args.heldout)
+    model = args.model or "shipped"
+    ev = f"vidiff eval world --model {model} --prompts {os.path.relpath(args.prompts)} --seeds {args.seeds}"
+    out: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                             "threads": torch.get_num_threads()},
+                 "defaults": {"sampler": pipe.scheduler.sampler, "steps": pipe.scheduler.num_inference_steps,
+                              "guidance": pipe.scheduler.guidance_scale}}
+    out["ground_truth"] = ground_truth(prompts, args.seeds, pipe.config)
+    out["t2v"] = summary(generate_and_evaluate(pipe, prompts, args.seeds)) | {"command": ev}
+    out["i2v"] = summary(generate_and_evaluate(pipe, prompts, args.seeds, image_to_video=True)) | {
+        "command": ev + " --image-to-video"}
+    out["heldout"] = summary(generate_and_evaluate(pipe, heldout, args.seeds)) | {
+        "command": f"vidiff eval world --model {model} --prompts {os.path.relpath(args.heldout)} --seeds {args.seeds}"}
+    if args.baseline:
+        base = load_pipeline(args.baseline)
+        out["per_frame_baseline"] = summary(generate_and_evaluate(base, prompts, args.seeds)) | {
+            "command": ev.replace(f"--model {model}", f"--model {args.baseline}")}
+    out["steps_table"] = []
+    for sampler in args.samplers:
+        for steps in args.steps:
+            rows = generate_and_evaluate(pipe, prompts, args.table_seeds, progress=False, sampler=sampler,
+                                         num_inference_steps=steps)
+            out["steps_table"].append({"sampler": sampler, "steps": steps} | summary(rows))
+            print(sampler, steps, out["steps_table"][-1]["all_correct"], flush=True)
+    out["guidance_table"] = []
+    for scale in (1.0, pipe.scheduler.guidance_scale):
+        rows = generate_and_evaluate(pipe, prompts, args.table_seeds, progress=False, guidance_scale=scale)
+        out["guidance_table"].append({"guidance": scale} | summary(rows))
+    out["speed_17x64x64"] = timed_generation(pipe, prompts[0], 5)
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(out, f, indent=1)
+    cols = ("color_acc", "shape_acc", "motion_acc", "all_correct", "background_flicker", "identity_drift",
+            "first_frame_psnr")
+    print("| run | " + " | ".join(cols) + " |")
+    for name in ("ground_truth", "t2v", "i2v", "heldout", "per_frame_baseline"):
+        if name in out:
+            print(f"| {name} | " + " | ".join(f"{out[name][c]:.4g}" if out[name].get(c) is not None else "" for c in cols) + " |")
+    print(f"speed: {out['speed_17x64x64']['median_s']:.2f} s median; report: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
