@@ -25,7 +25,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import torch
@@ -231,10 +230,9 @@ def main() -> None:
         "scaling": {"layers": SCALING_LAYERS, "latent_hw": SCALING_SPATIAL, "runs": 3, "rows": scaling},
     }
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(RESULTS), suffix=".json")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(result, fh, indent=2)
-    os.replace(tmp, RESULTS)
+    from vidiff.modelio import write_json
+
+    write_json(RESULTS, result)
     print(f"\nwrote {RESULTS}")
 
 

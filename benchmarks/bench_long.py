@@ -214,10 +214,9 @@ def main() -> None:
     }
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     path = os.path.join(HERE, "results", "long.json" if device == "cpu" else f"long_{device}.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(result, fh, indent=2)
-    os.replace(tmp, path)
+    from vidiff.modelio import write_json
+
+    write_json(path, result)
     print(f"wrote {path}")
 
 

@@ -184,9 +184,9 @@ def main() -> None:
                "torch": torch.__version__, "threads": args.threads, "load_average": list(os.getloadavg())}
     result = {"machine": machine, "method": __doc__.split("Writes")[0].strip(), "rows": rows}
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS + ".tmp", "w") as fh:
-        json.dump(result, fh, indent=2)
-    os.replace(RESULTS + ".tmp", RESULTS)
+    from vidiff.modelio import write_json
+
+    write_json(RESULTS, result)
     print(f"wrote {RESULTS}")
 
 

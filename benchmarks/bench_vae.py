@@ -156,10 +156,9 @@ def main() -> None:
         "throughput": throughput,
     }
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    tmp = RESULTS + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, RESULTS)
+    from vidiff.modelio import write_json
+
+    write_json(RESULTS, result)
     print(f"wrote {RESULTS}")
 
 

@@ -28,7 +28,6 @@ import argparse
 import ctypes
 import gc
 import io
-import json
 import os
 import platform
 import statistics
@@ -204,10 +203,9 @@ def main() -> None:
         print(f"{name:6} speedup (cpu) {r['speedup_cpu']:.2f}x, peak ratio vidiff/diffusers "
               f"{r['peak_ratio_vidiff_over_diffusers']:.2f}, max |frames diff| {r['max_abs_diff_frames']:.1e}")
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    tmp = RESULTS + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(out, f, indent=2)
-    os.replace(tmp, RESULTS)
+    from vidiff.modelio import write_json
+
+    write_json(RESULTS, out)
     print(f"wrote {RESULTS}")
 
 

@@ -9,7 +9,6 @@ ground truth. Writes benchmarks/results/world.json.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -73,10 +72,9 @@ def main() -> int:
         print(f"{key:<40}{value:>12.1f}{target}")
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "world.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    tmp = out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp, out)
+    from vidiff.modelio import write_json
+
+    write_json(out, report)
     print(f"wrote {out}")
     return 0
 

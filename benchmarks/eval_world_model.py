@@ -11,7 +11,6 @@ Writes JSON (with the machine) and prints markdown tables for the README.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -23,6 +22,7 @@ import torch
 from vidiff.cli.eval_world import generate_and_evaluate, read_prompts
 from vidiff.cli.generate import load_pipeline
 from vidiff.metrics.world import aggregate, evaluate_video
+from vidiff.modelio import write_json
 from vidiff.world import render, scene_from_caption
 
 KEYS = ("color_acc", "shape_acc", "size_acc", "motion_acc", "all_correct", "persistence", "identity_drift",
@@ -99,8 +99,7 @@ def main() -> None:
         out["guidance_table"].append({"guidance": scale} | summary(rows))
     out["speed_17x64x64"] = timed_generation(pipe, prompts[0], 5)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(out, f, indent=1)
+    write_json(args.json, out)
     cols = ("color_acc", "shape_acc", "motion_acc", "all_correct", "background_flicker", "identity_drift",
             "first_frame_psnr")
     print("| run | " + " | ".join(cols) + " |")

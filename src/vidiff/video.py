@@ -1,4 +1,4 @@
-"""Video I/O at the edge of vidiff: read and write mp4 / gif / PNG folders, contact sheets, and the
+"""Video I/O at the edge of vidiff: read and write mp4 / gif / PNG folders and images, and the
 uint8 <-> float tensor conversions.
 
 Everything outside this module sees video as ``float32 [B, C, F, H, W]`` in ``[-1, 1]``; only here
@@ -15,8 +15,10 @@ Decisions worth knowing:
   instead. An error before the first frame always raises.
 * Colour conversion between RGB and YUV uses FFmpeg's defaults on both sides (BT.601), so files
   written here read back consistently; the display rotation flag of phone videos is not applied.
-* Writes are atomic: a temporary file (or folder) in the destination's directory, then
-  ``os.replace``. After a failure no partial output is left behind.
+* Writes are atomic (``vidiff.modelio.atomic_write`` / ``atomic_directory``): a temporary file
+  (or folder) in the destination's directory, then a rename. After a failure no partial output
+  is left behind.
+* Contact sheets live in ``vidiff.contact_sheet`` (``vidiff.video.contact_sheet`` still works).
 """
 
 from __future__ import annotations
@@ -24,27 +26,30 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import shutil
-import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
 import av
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
+
+from vidiff.modelio import atomic_directory, atomic_write
 
 __all__ = [
     "VideoInfo",
     "VideoReadError",
     "VideoWriteError",
     "contact_sheet",
+    "fit_image",
     "frames_to_tensor",
+    "image_to_array",
     "iter_frames",
     "probe_video",
     "read_frames_png",
+    "read_image",
     "read_video",
     "tensor_to_frames",
     "write_frames_png",
@@ -313,6 +318,21 @@ def fit_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(_resize(Image.fromarray(image), tuple(size), crop=True), dtype=np.uint8).copy()
 
 
+def image_to_array(image) -> np.ndarray:
+    """A path, PIL image, uint8 `[H, W, 3]` array or float `[3, H, W]` tensor in [-1, 1] -> uint8
+    `[H, W, 3]` (floats as in `tensor_to_frames`: u = clamp(round((x + 1) * 127.5), 0, 255))."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
+            raise ValueError(f"image tensor must be float [3, H, W] in [-1, 1], got {image.dtype} {tuple(image.shape)}")
+        return tensor_to_frames(image[:, None])[0]
+    arr = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 [H, W, 3], got {arr.dtype} {arr.shape}")
+    return arr
+
+
 def _validate_read_args(fps, stride, max_frames, start_s, size) -> None:
     if fps is not None and stride != 1:
         raise ValueError(f"fps={fps} and stride={stride} are mutually exclusive; pass one of them")
@@ -557,23 +577,6 @@ def _as_frames(video) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-def _temp_sibling(path: str, suffix: str = "") -> str:
-    # Same directory as the destination so that os.replace is an atomic rename; created with the
-    # process umask (mkstemp would make it 0600).
-    directory, name = os.path.split(path)
-    return os.path.join(directory, f".{name}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
-
-
-def _remove(path: str) -> None:
-    try:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        elif os.path.lexists(path):
-            os.remove(path)
-    except OSError:
-        pass
-
-
 def _prepare_destination(path: str) -> None:
     parent = os.path.dirname(os.path.abspath(path))
     try:
@@ -663,37 +666,20 @@ def _write_gif(tmp: str, frames: np.ndarray, fps: float) -> None:
     )
 
 
-def _write_png_folder(tmp_dir: str, frames: np.ndarray) -> None:
-    os.mkdir(tmp_dir)
-    for index, frame in enumerate(frames):
-        Image.fromarray(frame).save(os.path.join(tmp_dir, _PNG_FRAME_NAME.format(index)), format="PNG")
-
-
 def _is_frame_folder(path: str) -> bool:
     return all(n.startswith("frame_") and n.endswith(".png") for n in os.listdir(path))
 
 
-def _replace_folder(tmp_dir: str, path: str) -> None:
-    """Move ``tmp_dir`` to ``path``; an existing ``path`` must be empty or hold only frame PNGs."""
+def _check_png_destination(path: str) -> None:
+    """An existing ``path`` may be replaced only when it is a folder holding nothing but frame PNGs."""
     if os.path.lexists(path) and not os.path.isdir(path):
         raise VideoWriteError(
             f"{path}: exists and is not a directory; refusing to replace it with PNG frames"
         )
-    if os.path.isdir(path):
-        if not _is_frame_folder(path):
-            raise VideoWriteError(
-                f"{path}: directory exists and holds files other than frame_*.png; refusing to overwrite it"
-            )
-        old = _temp_sibling(path, ".old")
-        os.replace(path, old)
-        try:
-            os.replace(tmp_dir, path)
-        except OSError:
-            os.replace(old, path)
-            raise
-        _remove(old)
-    else:
-        os.replace(tmp_dir, path)
+    if os.path.isdir(path) and not _is_frame_folder(path):
+        raise VideoWriteError(
+            f"{path}: directory exists and holds files other than frame_*.png; refusing to overwrite it"
+        )
 
 
 def write_frames_png(directory: str | os.PathLike, frames) -> str:
@@ -707,16 +693,13 @@ def write_frames_png(directory: str | os.PathLike, frames) -> str:
         frames = _as_frames(frames)
     except (TypeError, ValueError) as err:
         raise VideoWriteError(f"{directory}: invalid frames to write ({err})") from err
+    _check_png_destination(directory)
     _prepare_destination(directory)
-    tmp_dir = _temp_sibling(directory)
     try:
-        _write_png_folder(tmp_dir, frames)
-        _replace_folder(tmp_dir, directory)
-    except VideoWriteError:
-        _remove(tmp_dir)
-        raise
+        with atomic_directory(directory) as tmp_dir:
+            for index, frame in enumerate(frames):
+                Image.fromarray(frame).save(os.path.join(tmp_dir, _PNG_FRAME_NAME.format(index)), format="PNG")
     except (OSError, ValueError) as err:
-        _remove(tmp_dir)
         raise VideoWriteError(f"{directory}: writing PNG frames failed ({err})") from err
     return directory
 
@@ -770,150 +753,25 @@ def write_video(
     if os.path.isdir(raw_path):
         raise VideoWriteError(f"{raw_path}: is an existing directory; cannot write a {suffix} file there")
     _prepare_destination(raw_path)
-    tmp = _temp_sibling(raw_path, suffix)
-    try:
+
+    def write(tmp: str) -> None:
         if suffix == ".gif":
             _write_gif(tmp, array, float(fps))
         else:
             _write_h264(tmp, _H264_SUFFIXES[suffix], array, float(fps), crf, preset)
-        os.replace(tmp, raw_path)
+
+    try:
+        atomic_write(raw_path, write)
     except (av.FFmpegError, OSError, ValueError, TypeError) as err:
-        _remove(tmp)
         raise VideoWriteError(f"{raw_path}: writing the {suffix} file failed ({err})") from err
-    except BaseException:
-        _remove(tmp)
-        raise
     return raw_path
 
 
-# ----------------------------------------------------------------------------------------------
-# Contact sheet
-# ----------------------------------------------------------------------------------------------
+def __getattr__(name: str):
+    # `vidiff.video.contact_sheet` predates `vidiff.contact_sheet`; resolved lazily because that
+    # module imports this one.
+    if name == "contact_sheet":
+        from vidiff.contact_sheet import contact_sheet
 
-
-def _label_height(font) -> int:
-    left, top, right, bottom = font.getbbox("Ag")
-    return int(bottom) + 4
-
-
-def _label_strip(text: str, width: int, height: int, font) -> np.ndarray:
-    # Drawn on its own strip so that long labels are clipped instead of spilling into neighbours.
-    strip = Image.new("RGB", (width, height), (255, 255, 255))
-    ImageDraw.Draw(strip).text((2, 1), str(text), fill=(0, 0, 0), font=font)
-    return np.asarray(strip)
-
-
-def _as_video_list(frames_or_videos) -> tuple[list[np.ndarray], bool]:
-    """Returns (videos, one_row_per_video)."""
-    if isinstance(frames_or_videos, (list, tuple)):
-        if not frames_or_videos:
-            raise ValueError("contact_sheet got an empty list")
-        first = frames_or_videos[0]
-        if isinstance(first, (np.ndarray, torch.Tensor)) and first.ndim == 3:
-            # A list of single [H, W, 3] frames is one video.
-            return [_as_frames(np.stack([np.asarray(f) for f in frames_or_videos]))], False
-        videos = []
-        for index, video in enumerate(frames_or_videos):
-            try:
-                videos.append(_as_frames(video))
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"contact_sheet: video {index} is invalid ({err})") from err
-        return videos, True
-    return [_as_frames(frames_or_videos)], False
-
-
-def contact_sheet(
-    frames_or_videos,
-    path: str | os.PathLike | None = None,
-    *,
-    cols: int | None = None,
-    labels: Sequence[str] | None = None,
-    scale: int = 1,
-    pad: int = 2,
-) -> np.ndarray:
-    """Lay frames out in a grid on a white background; returns uint8 ``[H, W, 3]`` (and saves it
-    with Pillow when ``path`` is given, atomically, format from the suffix).
-
-    * One video (uint8 ``[F, H, W, 3]``, float ``[3, F, H, W]``, or a list of ``[H, W, 3]``
-      frames): all frames, ``cols`` per row (default ``min(F, 8)``); ``labels`` has one entry
-      per frame, drawn above each tile.
-    * A list of videos: one row per video (e.g. baseline vs model); ``cols`` frames per row
-      (default: the longest video's length), picked evenly spaced when a video is longer;
-      ``labels`` has one entry per video, drawn in a strip above its row. Videos must share H, W.
-
-    Geometry, with tile ``h = H * scale``, ``w = W * scale`` (nearest-neighbour upscaling) and
-    ``s`` the label strip height (0 without labels): width ``cols * w + (cols + 1) * pad``,
-    height ``rows * (s + h) + (rows + 1) * pad``; tile (r, c) has its top-left corner at
-    ``(pad + r * (s + h + pad) + s, pad + c * (w + pad))``.
-    """
-    videos, per_row = _as_video_list(frames_or_videos)
-    if not isinstance(scale, int) or scale < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale!r}")
-    if not isinstance(pad, int) or pad < 0:
-        raise ValueError(f"pad must be an integer >= 0, got {pad!r}")
-    if cols is not None and (not isinstance(cols, int) or cols < 1):
-        raise ValueError(f"cols must be a positive integer, got {cols!r}")
-    height, width = videos[0].shape[1:3]
-    for index, video in enumerate(videos):
-        if video.shape[1:3] != (height, width):
-            raise ValueError(
-                f"contact_sheet: video {index} is {video.shape[2]}x{video.shape[1]}, "
-                f"video 0 is {width}x{height}; all videos must share one size"
-            )
-
-    if per_row:
-        cols = cols or max(len(v) for v in videos)
-        rows_of_frames = []
-        for video in videos:
-            if len(video) > cols:
-                video = video[np.linspace(0, len(video) - 1, cols).round().astype(int)]
-            rows_of_frames.append(list(video))
-        expected_labels = len(videos)
-    else:
-        frames = videos[0]
-        cols = cols or min(len(frames), 8)
-        cols = min(cols, len(frames))
-        rows_of_frames = [list(frames[i : i + cols]) for i in range(0, len(frames), cols)]
-        expected_labels = len(frames)
-    if labels is not None and len(labels) != expected_labels:
-        what = "videos" if per_row else "frames"
-        raise ValueError(f"contact_sheet: got {len(labels)} labels for {expected_labels} {what}")
-
-    font = ImageFont.load_default() if labels is not None else None
-    strip = _label_height(font) if font is not None else 0
-    tile_h, tile_w = height * scale, width * scale
-    rows = len(rows_of_frames)
-    sheet = np.full(
-        (rows * (strip + tile_h) + (rows + 1) * pad, cols * tile_w + (cols + 1) * pad, 3), 255, np.uint8
-    )
-    for r, row in enumerate(rows_of_frames):
-        y = pad + r * (strip + tile_h + pad)
-        if font is not None and per_row:
-            sheet[y : y + strip, pad : pad + cols * tile_w + (cols - 1) * pad] = _label_strip(
-                labels[r], cols * tile_w + (cols - 1) * pad, strip, font
-            )
-        for c, frame in enumerate(row):
-            x = pad + c * (tile_w + pad)
-            if font is not None and not per_row:
-                sheet[y : y + strip, x : x + tile_w] = _label_strip(labels[r * cols + c], tile_w, strip, font)
-            tile = frame if scale == 1 else frame.repeat(scale, axis=0).repeat(scale, axis=1)
-            sheet[y + strip : y + strip + tile_h, x : x + tile_w] = tile
-
-    if path is not None:
-        _save_image(os.fspath(path), sheet)
-    return sheet
-
-
-def _save_image(path: str, image: np.ndarray) -> None:
-    suffix = os.path.splitext(path)[1].lower()
-    image_format = Image.registered_extensions().get(suffix)
-    if image_format is None:
-        raise VideoWriteError(f"{path}: unknown image suffix {suffix!r}; use .png or .jpg")
-    _prepare_destination(path)
-    tmp = _temp_sibling(path, suffix)
-    try:
-        Image.fromarray(image).save(tmp, format=image_format)
-        os.replace(tmp, path)
-    except (OSError, ValueError, KeyError) as err:
-        _remove(tmp)
-        raise VideoWriteError(f"{path}: saving the contact sheet failed ({err})") from err
+        return contact_sheet
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _render_ground_truth(args: argparse.Namespace) -> int:
-    from vidiff.video import contact_sheet, write_video
+    from vidiff.contact_sheet import contact_sheet
+    from vidiff.video import write_video
     from vidiff.world import render, scene_from_caption
 
     scene = scene_from_caption(args.prompt, seed=args.seed)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import uuid
 
 from vidiff.cli import CLIError
 
@@ -41,16 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _write_json_atomic(path: str, payload: dict) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    from vidiff.modelio import write_json  # imports torch: not at module top
+
     try:
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
+        write_json(path, payload)
     except OSError as err:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise CLIError(f"--json {path}: cannot write ({err})") from err
 
 

@@ -88,16 +88,14 @@ def _load_frames(path: str):
 
 
 def _load_image(path: str):
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from vidiff.video import VideoReadError, read_image
 
     if not os.path.isfile(path):
         raise CLIError(f"{path}: image not found")
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
-        raise CLIError(f"{path}: not a readable image ({err})") from err
+        return read_image(path)
+    except VideoReadError as err:
+        raise CLIError(str(err)) from err
 
 
 def _json_safe(value):
@@ -176,8 +174,13 @@ def generate_and_evaluate(pipe, prompts: list[str], seeds: int, image_to_video: 
                 Image.fromarray(image).save(os.path.join(save, entry["image"]))
             entries.append(entry)
     if save:
-        with open(os.path.join(save, "captions.jsonl"), "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(e) + "\n" for e in entries)
+        from vidiff.modelio import atomic_write
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(e) + "\n" for e in entries)
+
+        atomic_write(os.path.join(save, "captions.jsonl"), write)
     return rows
 
 
@@ -198,6 +201,7 @@ def _rows_from_model(args: argparse.Namespace) -> tuple[list[dict], dict]:
 
 def run(args: argparse.Namespace) -> int:
     from vidiff.metrics.world import aggregate
+    from vidiff.modelio import write_json
 
     if args.videos:
         rows, settings, where = _rows_from_folder(args), {"videos": args.videos}, args.videos
@@ -208,11 +212,8 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError("--json OUT is required when evaluating a model (there is no video folder to write into)")
     report = _json_safe({"aggregate": aggregate(rows), "settings": settings, "videos": rows})
     out = args.json or os.path.join(args.videos, "world_report.json")
-    tmp = f"{out}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
-        os.replace(tmp, out)
+        write_json(out, report)
     except OSError as err:
         raise CLIError(f"{out}: cannot write the report ({err})") from err
     agg = report["aggregate"]

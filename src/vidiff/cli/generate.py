@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     import time
     import warnings
 
-    from vidiff.video import VideoReadError, contact_sheet, write_video
+    from vidiff.contact_sheet import contact_sheet
+    from vidiff.video import VideoReadError, write_video
 
     if not args.out.endswith((".mp4", ".gif")):
         raise CLIError(f"--out {args.out}: must end in .mp4 or .gif")

@@ -43,10 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from vidiff.modelio import atomic_write  # imports torch: not at module top
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    atomic_write(path, write)
 
 
 def run_sample(args: argparse.Namespace) -> int:

@@ -13,7 +13,6 @@ input size.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from vidiff.modelio import read_json
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -48,11 +49,7 @@ class ClipPreprocessing:
         path = os.path.join(os.fspath(directory), "preprocessor_config.json")
         if not os.path.isfile(path):
             return cls(size=image_size, crop=(image_size, image_size))
-        try:
-            with open(path) as f:
-                cfg = json.load(f)
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: not a readable JSON preprocessor config ({err})") from err
+        cfg = read_json(path)  # ModelLoadError (a ValueError) naming the file when malformed
         size = cfg.get("size", image_size)
         if isinstance(size, dict):
             size = size.get("shortest_edge", size.get("height", image_size))

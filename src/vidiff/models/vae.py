@@ -211,7 +211,7 @@ class VAEConfig:
     def world(cls, **overrides: Any) -> VAEConfig:
         """The compact VAE for the shapes world on CPU: 4x4 pixel-unshuffle, then widths 32/64
         with one spatial+temporal downsampling: 8x space, 2x time, 16 latent channels. A 17x64x64
-        clip -> latents [16, 9, 8, 8] (36x fewer values); with a (1, 2, 2) DiT patch, 144 tokens.
+        clip -> latents [16, 9, 8, 8] (23x fewer values); with a (1, 2, 2) DiT patch, 144 tokens.
         The convolutions run at 16x16 or less, which keeps a training step at batch 8 to a few
         seconds on 2 CPU cores. Replicate first-frame padding (no black past to unlearn)."""
         base = dict(base_dim=32, z_dim=16, dim_mult=(1, 2), num_res_blocks=1, patch_size=4,
@@ -362,7 +362,8 @@ class _LatentAutoencoder(nn.Module):
         return VAEOutput(self._decode_whole(z), posterior)
 
     def _finish(self, x: Tensor) -> Tensor:
-        return x.clamp(-1.0, 1.0) if self.config.clamp_output else x
+        # x is the decoder's fresh output: clamp in place, no second video-sized copy
+        return x.clamp_(-1.0, 1.0) if self.config.clamp_output else x
 
     # save / load ------------------------------------------------------------------------
 

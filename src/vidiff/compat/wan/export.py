@@ -81,12 +81,16 @@ def wan_transformer_state_dict(model) -> dict[str, Tensor]:
     return out
 
 
+def _save_component(directory: str | os.PathLike, config: dict, state: dict[str, Tensor]) -> None:
+    """`config.json` + `diffusion_pytorch_model.safetensors` in `directory` (both atomic)."""
+    os.makedirs(directory, exist_ok=True)
+    save_state_dict(os.path.join(directory, WEIGHTS), state, metadata={"format": "pt"})
+    write_json(os.path.join(directory, "config.json"), config)
+
+
 def save_wan_transformer(model, directory: str | os.PathLike) -> None:
     """Write `config.json` + `diffusion_pytorch_model.safetensors` (fp32) in diffusers' layout."""
-    config = wan_transformer_config(model.config)
-    os.makedirs(directory, exist_ok=True)
-    save_state_dict(os.path.join(directory, WEIGHTS), wan_transformer_state_dict(model), metadata={"format": "pt"})
-    write_json(os.path.join(directory, "config.json"), config)
+    _save_component(directory, wan_transformer_config(model.config), wan_transformer_state_dict(model))
 
 
 def wan_vae_config(config) -> dict:
@@ -138,10 +142,7 @@ def wan_vae_state_dict(vae) -> dict[str, Tensor]:
 
 def save_wan_vae(vae, directory: str | os.PathLike) -> None:
     """Write `config.json` + `diffusion_pytorch_model.safetensors` in diffusers' layout."""
-    config = wan_vae_config(vae.config)
-    os.makedirs(directory, exist_ok=True)
-    save_state_dict(os.path.join(directory, WEIGHTS), wan_vae_state_dict(vae), metadata={"format": "pt"})
-    write_json(os.path.join(directory, "config.json"), config)
+    _save_component(directory, wan_vae_config(vae.config), wan_vae_state_dict(vae))
 
 
 def wan_scheduler_config(scheduler) -> dict:

@@ -178,19 +178,9 @@ class WanVideoPipeline(VideoPipeline):
 
     def load_image(self, image) -> np.ndarray:
         """Path / PIL image / uint8 [H, W, 3] / float [3, H, W] in [-1, 1] -> uint8 [H, W, 3]."""
-        from vidiff.video import read_image
+        from vidiff.video import image_to_array
 
-        if isinstance(image, (str, os.PathLike)):
-            arr = read_image(image)
-        elif isinstance(image, Tensor):
-            if image.ndim != 3 or image.shape[0] != 3:
-                raise ValueError(f"image tensor must be [3, H, W] in [-1, 1], got {tuple(image.shape)}")
-            arr = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-        else:
-            arr = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
-        if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-            raise ValueError(f"image must be uint8 [H, W, 3], got {arr.dtype} {arr.shape}")
-        return arr
+        return image_to_array(image)
 
     def image_condition(self, image: np.ndarray, num_frames: int, height: int, width: int,
                         batch: int) -> tuple[Tensor, Tensor | None]:

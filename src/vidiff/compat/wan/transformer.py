@@ -19,13 +19,13 @@ Public API:
 
 from __future__ import annotations
 
-import json
 import os
 from glob import glob
 
 import torch
 from torch import Tensor
 
+from vidiff.modelio import read_json
 from vidiff.models.dit import DiTConfig, VideoDiT
 
 # Original Wan module path -> diffusers module path (per block / top level).
@@ -284,8 +284,7 @@ def load_wan_transformer(path: str, dtype: torch.dtype = torch.float32, **overri
     cfg_path = os.path.join(path, "config.json")
     if not os.path.isfile(cfg_path):
         raise ValueError(f"{path}: no config.json (expected a Wan transformer directory)")
-    with open(cfg_path) as fh:
-        config = dit_config_from_wan(json.load(fh), **overrides)
+    config = dit_config_from_wan(read_json(cfg_path), **overrides)
     files = sorted(glob(os.path.join(path, "*.safetensors")))
     if not files:
         raise ValueError(f"{path}: no *.safetensors weight files")

@@ -13,13 +13,13 @@ real one. Any missing, unexpected or mis-shaped key raises a ValueError that lis
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from vidiff.modelio import read_json
 from vidiff.models.vae import CausalVAE3D, VAEConfig
 
 # Per-channel statistics of Wan 2.1's latents (mean, std), shipped with diffusers' config.
@@ -249,8 +249,7 @@ def load_wan_vae(path: str | os.PathLike, config: VAEConfig | None = None) -> Ca
         if config is None:
             if not os.path.isfile(cfg_path):
                 raise FileNotFoundError(f"no config.json in Wan VAE directory {path}")
-            with open(cfg_path) as f:
-                config = vae_config_from_wan(json.load(f))
+            config = vae_config_from_wan(read_json(cfg_path))
         candidates = [os.path.join(path, n) for n in ("diffusion_pytorch_model.safetensors", "model.safetensors")]
         weights = next((c for c in candidates if os.path.isfile(c)), None)
         if weights is None:
