@@ -200,21 +200,10 @@ class VideoPipeline:
         """Path / PIL image / uint8 [H,W,3] / float [3,H,W] in [-1,1] -> [1, 3, 1, H, W] in [-1, 1].
 
         An image of another size is resized with the aspect ratio kept and center-cropped, with a notice."""
-        from vidiff.video import fit_image, read_image
+        from vidiff.video import fit_image, image_to_array
 
-        if isinstance(image, (str, os.PathLike)):
-            arr = read_image(image)
-            source = os.fspath(image)
-        elif isinstance(image, Tensor):
-            if image.ndim != 3 or image.shape[0] != 3:
-                raise ValueError(f"image tensor must be [3, H, W] in [-1, 1], got {tuple(image.shape)}")
-            arr = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-            source = "the image"
-        else:
-            arr = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
-            source = "the image"
-        if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-            raise ValueError(f"image must be uint8 [H, W, 3], got {arr.dtype} {arr.shape}")
+        arr = image_to_array(image.cpu() if isinstance(image, Tensor) else image)
+        source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else "the image"
         if arr.shape[:2] != (height, width):
             warnings.warn(f"{source} is {arr.shape[1]}x{arr.shape[0]}; resized (aspect kept, center crop) to {width}x{height}",
                           stacklevel=3)
