@@ -466,18 +466,25 @@ class CausalVAE3D(_LatentAutoencoder):
             return self._finish(self._decode_whole(z))
         if latent_frames_per_chunk < 1:
             raise ValueError(f"latent_frames_per_chunk must be >= 1, got {latent_frames_per_chunk}")
-        z = self.post_quant_conv(z)
         out = None
         pos = 0
         with streaming(self.decoder):
             for start in range(0, z.shape[2], latent_frames_per_chunk):
-                y = self._unpatchify(self.decoder(z[:, :, start : start + latent_frames_per_chunk]))
+                y = self.decode_next(z[:, :, start : start + latent_frames_per_chunk])
                 if out is None:
                     b, c, _, h, w = y.shape
                     out = y.new_empty(b, c, self.pixel_num_frames(z.shape[2]), h, w)
                 out[:, :, pos : pos + y.shape[2]] = y
                 pos += y.shape[2]
-        return self._finish(out)
+        return out
+
+    def decode_next(self, z: Tensor) -> Tensor:
+        """Decode the next latent frames of a sequence, continuing the decoder's frame caches.
+
+        Call it inside `with vidiff.nn.causal_conv.streaming(vae.decoder):`; piece by piece it
+        equals decoding the whole sequence at once (this is `decode`'s own loop body), which is
+        how long videos are decoded window by window with flat memory."""
+        return self._finish(self._unpatchify(self.decoder(self.post_quant_conv(z))))
 
 
 # --------------------------------------------------------------------------- per-frame VAE

@@ -234,11 +234,7 @@ class StreamingDecoder:
     frames and returns their video frames. With a `CausalVAE3D` the decoder's per-layer frame
     caches carry the past (as its own chunked `decode`, one latent frame at a time), so the
     result equals decoding the whole sequence at once and memory does not grow with length.
-    Use as a context manager (the caches live on the VAE's layers until exit).
-
-    It repeats the loop body of `CausalVAE3D.decode` (which opens and closes its own streaming
-    context per call, so it cannot be called piece by piece); a `CausalVAE3D.decode_stream()`
-    hook would remove that duplication."""
+    Use as a context manager (the caches live on the VAE's layers until exit)."""
 
     def __init__(self, pipe):
         from vidiff.models.vae import CausalVAE3D
@@ -266,12 +262,8 @@ class StreamingDecoder:
         z = vae.denormalize(latents)
         if not self.causal:
             return vae.decode(z).clamp(-1, 1)
-        # the body of CausalVAE3D.decode's chunk loop; the decoder's caches persist across calls
-        # because the streaming context is ours (a test checks this equals vae.decode)
-        unpatchify = getattr(vae, "_unpatchify", lambda y: y)
-        z = vae.post_quant_conv(z)
-        parts = [unpatchify(vae.decoder(z[:, :, j : j + 1])) for j in range(z.shape[2])]
-        return vae._finish(torch.cat(parts, dim=2)).clamp(-1, 1)
+        # the decoder's caches persist across calls because the streaming context is ours
+        return torch.cat([vae.decode_next(z[:, :, j : j + 1]) for j in range(z.shape[2])], dim=2).clamp(-1, 1)
 
 
 def to_uint8(frames: Tensor) -> np.ndarray:
