@@ -69,7 +69,7 @@ class ResBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return h + self.shortcut(x)
+        return h.add_(self.shortcut(x))  # h is conv2's fresh output (its backward does not need it)
 
 
 class FrameAttention(nn.Module):
@@ -213,10 +213,12 @@ class Upsample(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.temporal is not None:
             x = self.temporal(x)
-        y = fold_frames(x)
-        half = y.dtype in (torch.float16, torch.bfloat16)  # some backends lack half nearest upsampling
-        y = F.interpolate(y.float() if half else y, scale_factor=2.0, mode="nearest-exact").to(y.dtype)
-        return unfold_frames(self.conv(y), x.shape[0])
+        b, dtype = x.shape[0], x.dtype
+        half = dtype in (torch.float16, torch.bfloat16)  # some backends lack half nearest upsampling
+        y = fold_frames(x.float() if half else x)
+        y = F.interpolate(y, scale_factor=2.0, mode="nearest-exact").to(dtype)
+        y = self.conv(y)  # rebinding frees the 4x-sized interpolation before the next step
+        return unfold_frames(y, b)
 
 
 class EncoderStage(nn.Module):
