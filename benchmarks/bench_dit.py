@@ -28,6 +28,7 @@ import sys
 import time
 
 import torch
+from _memory import reset_peak_rss, status_kb
 
 WAN_CFG = dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=64, in_channels=16, out_channels=16,
                text_dim=512, freq_dim=256, ffn_dim=1024, num_layers=4)
@@ -79,25 +80,6 @@ def one_pass(impl, model, x, t, text, backward: bool) -> None:
     else:
         with torch.no_grad():
             call(impl, model, x, t, text)
-
-
-def status_kb(field: str) -> int:
-    """A memory line of /proc/self/status in kB (VmRSS: current RSS, VmHWM: peak RSS)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to /proc/self/clear_refs)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def memory_worker(impl: str, kind: str) -> None:

@@ -41,6 +41,7 @@ import sys
 import time
 
 import torch
+from _memory import reset_peak_rss, status_kb
 
 FRAMES = (17, 33, 65, 129, 257)
 METHODS = ("window", "fuse", "onepass")
@@ -89,23 +90,6 @@ def max_model_frames(pipe, method: str, frames: int) -> int:
     finally:
         del pipe.transformer.forward
     return max(seen)
-
-
-def status_kb(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def memory_worker(method: str, frames: int, device: str) -> None:
