@@ -8,6 +8,9 @@ AutoencoderKLWan + flow UniPC) are built and saved to a temp folder; diffusers'
 and generate the same video (same seed, steps, guidance, 512-token prompts; the frames'
 largest difference is reported). Runs alternate between the implementations; medians are
 reported, for the whole generation and for text encoding + sampling alone (output_type="latent").
+The whole generation's peak is also measured in isolation: a fresh process per implementation
+and repeat loads only that implementation, warms up once and measures one generation (median of 3),
+so neither implementation's allocator state affects the other's.
 
   tiny: the test suite's size (dim 24, 2 layers, 9 frames at 32x32)
   mid:  dim 384 (6 x 64), 6 layers, ffn 1536, UMT5 d_model 128, VAE base 32; 17 frames at 128x128
@@ -136,6 +139,7 @@ def bench_size(name: str, size: dict, device: str) -> dict:
         ref = diffusers.WanPipeline.from_pretrained(root).to(device)
         ref.set_progress_bar_config(disable=True)
         ours = VideoPipeline.from_pretrained(root, device=device)
+        isolated = {impl: isolated_peak(root, name, impl, device) for impl in ("diffusers", "vidiff")}
     run = dict(size["run"], guidance_scale=5.0)
 
     def run_diffusers():
@@ -173,19 +177,65 @@ def bench_size(name: str, size: dict, device: str) -> dict:
     result["speedup_cpu"] = d["cpu_s"] / v["cpu_s"]
     result["speedup_wall"] = d["wall_s"] / v["wall_s"]
     result["peak_ratio_vidiff_over_diffusers"] = v["peak_bytes"] / max(d["peak_bytes"], 1)
+    result["isolated_peak_bytes"] = isolated
+    result["isolated_peak_ratio_vidiff_over_diffusers"] = isolated["vidiff"] / max(isolated["diffusers"], 1)
     return result
+
+
+ISOLATED_REPEATS = 3
+
+
+def isolated_peak(root: str, name: str, impl: str, device: str) -> float:
+    """Median peak growth of one whole generation, each measured in a fresh process that loads only
+    `impl` (so neither implementation's allocator state or imports affect the other's)."""
+    import subprocess
+
+    vals = []
+    for _ in range(ISOLATED_REPEATS):
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", impl, root, name, "--device", device],
+                             capture_output=True, text=True, check=True)
+        vals.append(int(out.stdout.strip().splitlines()[-1]))
+    return statistics.median(vals)
+
+
+def measure_one(impl: str, root: str, name: str, device: str) -> int:
+    """In a fresh process: load `impl` from `root`, warm up once, then the peak growth of one run."""
+    run = dict(SIZES[name]["run"], guidance_scale=5.0)
+    if impl == "diffusers":
+        import diffusers
+
+        pipe = diffusers.WanPipeline.from_pretrained(root).to(device)
+        pipe.set_progress_bar_config(disable=True)
+
+        def fn():
+            return pipe(PROMPT, negative_prompt=NEGATIVE, generator=torch.Generator().manual_seed(0), output_type="np",
+                        **run).frames[0]
+    else:
+        from vidiff.pipelines import VideoPipeline
+
+        pipe = VideoPipeline.from_pretrained(root, device=device)
+
+        def fn():
+            return pipe(PROMPT, negative_prompt=NEGATIVE, seed=0, output_type="float", progress=False, **run).frames
+    with torch.no_grad():
+        fn()
+        return int(measure(fn, device)["peak_bytes"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--one", nargs=3, metavar=("IMPL", "ROOT", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(1)
     try:  # fixed mmap threshold: big tensors are mmapped and unmapped on free, so RSS follows live memory
         ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
     except OSError:
         pass
+    if args.one:
+        print(measure_one(*args.one, args.device))
+        return
     import diffusers
     import transformers
 
@@ -202,6 +252,9 @@ def main() -> None:
             print(f"{name:6} {impl:18} {m['cpu_s']:8.3f} {m['wall_s']:8.3f} {m['peak_bytes'] / 2**20:9.1f}")
         print(f"{name:6} speedup (cpu) {r['speedup_cpu']:.2f}x, peak ratio vidiff/diffusers "
               f"{r['peak_ratio_vidiff_over_diffusers']:.2f}, max |frames diff| {r['max_abs_diff_frames']:.1e}")
+        iso = r["isolated_peak_bytes"]
+        print(f"{name:6} isolated processes: peak MB diffusers {iso['diffusers'] / 2**20:.1f}, vidiff "
+              f"{iso['vidiff'] / 2**20:.1f}, ratio {r['isolated_peak_ratio_vidiff_over_diffusers']:.2f}")
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     from vidiff.modelio import write_json
 
