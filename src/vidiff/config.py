@@ -94,6 +94,16 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
     return config_from_dict(cls, data, source=source)
 
 
+def dataclass_from_dict(cls: type[T], data: dict[str, Any], *, ignore: Iterable[str] = ()) -> T:
+    """`cls(**data)` for a flat config read back from JSON (e.g. a model's config.json): keys in
+    `ignore` are dropped, any other key that is not a field raises ValueError naming it."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known - set(ignore))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; known keys: {sorted(known)}")
+    return cls(**{k: v for k, v in data.items() if k in known})
+
+
 def config_from_dict(cls: type[T], data: dict[str, Any], *, source: str = "<dict>", prefix: str = "") -> T:
     """Build dataclass `cls` from a nested dict, coercing values to the annotated field types.
 

@@ -40,13 +40,14 @@ attends to every token, which reproduces Wan. `cond.text=None` skips cross-atten
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from vidiff.config import dataclass_from_dict
 from vidiff.models.conditioning import Conditioning
 from vidiff.nn.adaln import ModulationTable, ada_layer_norm
 from vidiff.nn.attention import CrossAttention, SelfAttention, block_causal_mask
@@ -140,11 +141,7 @@ class DiTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DiTConfig":
-        known = {f.name for f in fields(cls)}
-        for key in d:
-            if key not in known:
-                raise ValueError(f"DiTConfig: unknown key {key!r} (known: {sorted(known)})")
-        return cls(**d)
+        return dataclass_from_dict(cls, d)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -22,13 +22,14 @@ import html
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Iterable, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vidiff.config import dataclass_from_dict
 from vidiff.modelio import atomic_directory
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>")
@@ -234,11 +235,7 @@ class TextEncoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TextEncoderConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"TextEncoderConfig: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)
 
     def to_dict(self) -> dict:
         return asdict(self)

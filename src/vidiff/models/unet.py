@@ -35,7 +35,7 @@ on the channel axis (Wan I2V's order); absent fields are zeros ("no frame given"
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Iterator
 
 import torch
@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from vidiff.config import dataclass_from_dict
 from vidiff.models.conditioning import Conditioning
 from vidiff.nn.embeddings import ScalarEmbedding, timestep_sinusoid
 
@@ -171,11 +172,7 @@ class UNetConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "UNetConfig":
         """Build from a plain dict (e.g. config.json); unknown keys are rejected by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"UNetConfig: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)
 
     def to_dict(self) -> dict:
         """JSON-ready dict (tuples as lists) that `from_dict` reads back."""

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from vidiff.config import dataclass_from_dict
 from vidiff.modelio import CONFIG_NAME, WEIGHTS_NAME, ModelLoadError, load_model_files, load_weights_strict, save_model
 from vidiff.models.vae_blocks import Decoder, Encoder
 from vidiff.nn.causal_conv import CAUSAL_PADDINGS, streaming
@@ -96,14 +97,6 @@ class VAEOutput(NamedTuple):
 
 
 # --------------------------------------------------------------------------- configs
-
-
-def _from_dict(cls, data: dict[str, Any]):
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; known keys: {sorted(known)}")
-    return cls(**data)
 
 
 def _check_stats(name: str, values: tuple[float, ...] | None, z_dim: int, positive: bool) -> tuple[float, ...] | None:
@@ -192,7 +185,7 @@ class VAEConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VAEConfig:
-        return _from_dict(cls, data)
+        return dataclass_from_dict(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -261,7 +254,7 @@ class FrameVAEConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FrameVAEConfig:
-        return _from_dict(cls, data)
+        return dataclass_from_dict(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
         return VAEConfig.to_dict(self)  # type: ignore[arg-type]

@@ -3,10 +3,11 @@ sampler, step count and timestep shift, turned into a time grid and a sampler ca
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from torch import Tensor
 
+from vidiff.config import dataclass_from_dict
 from vidiff import diffusion as D
 
 SAMPLERS = ("euler", "heun", "unipc", "dpmpp_2m", "ddim", "ddpm")
@@ -41,11 +42,7 @@ class SchedulerConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SchedulerConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known - {"_class_name"})
-        if unknown:
-            raise ValueError(f"unknown scheduler config key(s) {unknown}; known: {sorted(known)}")
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return dataclass_from_dict(cls, data, ignore=("_class_name",))
 
     def to_dict(self) -> dict:
         return asdict(self)
