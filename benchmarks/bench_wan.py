@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import io
 import os
 import platform
 import statistics
@@ -40,6 +39,7 @@ import time
 
 import numpy as np
 import torch
+from _memory import reset_peak_rss, status_kb
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "wan.json")
 PROMPT = "a red circle moves left across a snowy field"
@@ -54,15 +54,9 @@ SIZES = {
 
 
 def tokenizer():
-    import sentencepiece as spm
-    from transformers import T5Tokenizer
+    from vidiff.testing import offline_t5_tokenizer
 
-    buf = io.BytesIO()
-    sentences = [PROMPT, NEGATIVE, "a cat plays piano in the snow", "waves on a beach at sunset"] * 20
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=buf, vocab_size=64, pad_id=0,
-                                   eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False, minloglevel=2)
-    sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
-    return T5Tokenizer(vocab=[(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())], extra_ids=0)
+    return offline_t5_tokenizer([PROMPT, NEGATIVE, "a cat plays piano in the snow", "waves on a beach at sunset"] * 20)
 
 
 def build(root: str, size: dict) -> None:
@@ -93,14 +87,6 @@ def build(root: str, size: dict) -> None:
                           transformer=transformer.eval()).save_pretrained(root)
 
 
-def _status(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(field)
-
-
 def _quiesce() -> None:
     gc.collect()
     try:
@@ -117,15 +103,14 @@ def measure(fn, device: str) -> dict:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        base = _status("VmRSS")
+        reset_peak_rss()
+        base = status_kb("VmRSS") * 1024
     c0, w0 = time.process_time(), time.perf_counter()
     out = fn()
     if device == "cuda":
         torch.cuda.synchronize()
     c1, w1 = time.process_time(), time.perf_counter()
-    peak = (torch.cuda.max_memory_allocated() if device == "cuda" else _status("VmHWM")) - base
+    peak = (torch.cuda.max_memory_allocated() if device == "cuda" else status_kb("VmHWM") * 1024) - base
     return {"cpu_s": c1 - c0, "wall_s": w1 - w0, "peak_bytes": peak, "out": out}
 
 

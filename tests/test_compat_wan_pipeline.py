@@ -7,7 +7,6 @@ sentencepiece model trained in the test).
 """
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from vidiff.compat.wan.options import add_wan_arguments, load_pipeline_with_opti
 from vidiff.compat.wan.pipeline import WanVideoPipeline  # noqa: E402
 from vidiff.models.conditioning import Conditioning  # noqa: E402
 from vidiff.pipelines import VideoPipeline  # noqa: E402
+from vidiff.testing import offline_t5_tokenizer  # noqa: E402
 
 ATOL = 1e-4
 PROMPT = "a red circle moves left"
@@ -34,24 +34,8 @@ RUN = dict(num_frames=9, height=32, width=32, num_inference_steps=3, guidance_sc
 Z = 4  # latent channels of the tiny VAE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _tokenizer():
-    import sentencepiece as spm
-    from transformers import T5Tokenizer
-
-    buf = io.BytesIO()
-    sentences = [PROMPT, NEGATIVE, "a cat plays piano in the snow", "waves on a beach at sunset"] * 20
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=buf, vocab_size=64, pad_id=0,
-                                   eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False, minloglevel=2)
-    sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
-    return T5Tokenizer(vocab=[(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())], extra_ids=0)
+    return offline_t5_tokenizer([PROMPT, NEGATIVE, "a cat plays piano in the snow", "waves on a beach at sunset"] * 20)
 
 
 def _perturb(module, scale):

@@ -1,4 +1,3 @@
-import io
 import json
 import os
 import types
@@ -11,6 +10,7 @@ from vidiff.models.text import (
     TransformerTextEncoder, WordTokenizer, clean_prompt, load_text_encoder, split_words,
     wan_text_encoder,
 )
+from vidiff.testing import offline_t5_tokenizer
 
 CAPTIONS = [
     "a small red circle moves left on a black background",
@@ -160,17 +160,7 @@ HF_PROMPTS = ["a small red circle moves left", "", "the camera pans right on a n
 
 
 def _sentencepiece_t5_tokenizer():
-    import sentencepiece as spm
-    from transformers import T5Tokenizer
-
-    buf = io.BytesIO()
-    sentences = CAPTIONS * 20 + HF_PROMPTS * 10
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=buf, vocab_size=64,
-                                   pad_id=0, eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False,
-                                   minloglevel=2)
-    sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
-    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
-    return T5Tokenizer(vocab=vocab, extra_ids=0)
+    return offline_t5_tokenizer(CAPTIONS * 20 + HF_PROMPTS * 10)
 
 
 @pytest.fixture(scope="module")
