@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-DEMO_PROMPT = "a large red circle moves right on a black background"
+from vidiff.cli.generate import DEFAULT_PROMPT as DEMO_PROMPT
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -65,6 +65,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vidiff.video import tensor_to_frames
+
 LONG_MODES = ("window", "fuse", "keyframes")
 OVERLAP_SPACES = ("latent", "pixel")
 
@@ -268,7 +270,7 @@ class StreamingDecoder:
 
 def to_uint8(frames: Tensor) -> np.ndarray:
     """Video `[B, 3, F, H, W]` in [-1, 1] -> uint8 `[F, H, W, 3]` of the first sample."""
-    return ((frames[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
+    return tensor_to_frames(frames[0])
 
 
 # --------------------------------------------------------------------------- generation

@@ -35,6 +35,7 @@ from vidiff import diffusion as D
 from vidiff.models.conditioning import Conditioning
 from vidiff.modelio import ModelLoadError, atomic_directory, load_model_files, load_weights_strict, read_json, save_model, write_json
 from vidiff.pipelines.scheduler import SchedulerConfig
+from vidiff.video import fit_image, frames_to_tensor, image_to_array, tensor_to_frames
 
 NOISE_PRIORS = ("independent", "mixed", "progressive")
 IMAGE_CONDITIONINGS = ("clean_frames", "concat", "none")
@@ -200,16 +201,13 @@ class VideoPipeline:
         """Path / PIL image / uint8 [H,W,3] / float [3,H,W] in [-1,1] -> [1, 3, 1, H, W] in [-1, 1].
 
         An image of another size is resized with the aspect ratio kept and center-cropped, with a notice."""
-        from vidiff.video import fit_image, image_to_array
-
         arr = image_to_array(image.cpu() if isinstance(image, Tensor) else image)
         source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else "the image"
         if arr.shape[:2] != (height, width):
             warnings.warn(f"{source} is {arr.shape[1]}x{arr.shape[0]}; resized (aspect kept, center crop) to {width}x{height}",
                           stacklevel=3)
             arr = fit_image(arr, (height, width))
-        x = torch.from_numpy(arr).to(torch.float32).div(127.5).sub(1.0)
-        return x.permute(2, 0, 1)[None, :, None].to(self.device)
+        return frames_to_tensor(arr[None])[None].to(self.device)
 
     def encode_frames(self, video: Tensor) -> Tensor:
         """Pixels `[B, 3, F, H, W]` -> normalised latents (posterior mode)."""
@@ -219,7 +217,7 @@ class VideoPipeline:
     def decode_latents(self, latents: Tensor) -> Tensor:
         """Normalised latents -> pixels `[B, 3, F, H, W]` in [-1, 1], decoded in chunks."""
         with torch.no_grad():
-            return self.vae.decode(self.vae.denormalize(latents)).clamp(-1, 1)
+            return self.vae.decode(self.vae.denormalize(latents)).clamp_(-1, 1)  # fresh output: in place
 
     def initial_noise(self, shape, prior: str, strength: float, generator: torch.Generator) -> Tensor:
         if prior == "independent":
@@ -366,8 +364,7 @@ class VideoPipeline:
         latents = self.denoise_latents(x, text, uncond_text=uncond_text, guidance_scale=scale, given=given,
                                        given_index=n_given, sampler=sampler, num_inference_steps=steps,
                                        generator=generator, progress=progress, callback=callback)
-        frames = self.decode_latents(latents)
-        out = ((frames.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
+        out = np.stack([tensor_to_frames(video) for video in self.decode_latents(latents)])
         return PipelineOutput(frames=out[0] if single else out, latents=latents if return_latents else None,
                               seconds=time.perf_counter() - t0)
 
@@ -378,8 +375,6 @@ class VideoPipeline:
         if image is not None:
             pixels = self.prepare_image(image, height, width)
         elif video is not None:
-            from vidiff.video import fit_image
-
             arr = video.cpu().numpy() if isinstance(video, Tensor) else np.asarray(video)
             if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
                 raise ValueError(f"video must be uint8 [K, H, W, 3], got {arr.dtype} {arr.shape}")
@@ -387,7 +382,7 @@ class VideoPipeline:
             keep = 1 + (arr.shape[0] - 1) // r * r
             if arr.shape[1:3] != (height, width):
                 arr = np.stack([fit_image(f, (height, width)) for f in arr])
-            pixels = torch.from_numpy(arr[:keep]).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None].to(self.device)
+            pixels = frames_to_tensor(arr[:keep])[None].to(self.device)
         else:
             return None, 0
         given = self.encode_frames(pixels)
