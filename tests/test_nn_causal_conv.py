@@ -11,13 +11,16 @@ def _conv(padding="zeros", kt=3, seed=0):
     return CausalConv3d(3, 5, (kt, 3, 3), causal_padding=padding)
 
 
+@pytest.mark.parametrize("frames", [1, 6])  # 1: the single-output-frame inference path
+@pytest.mark.parametrize("grad", [True, False])
 @pytest.mark.parametrize("padding", ["zeros", "replicate"])
-def test_matches_conv3d_on_explicitly_padded_input(padding):
+def test_matches_conv3d_on_explicitly_padded_input(padding, grad, frames):
     conv = _conv(padding)
-    x = torch.randn(2, 3, 6, 7, 9)
-    past = torch.zeros_like(x[:, :, :2]) if padding == "zeros" else x[:, :, :1].repeat(1, 1, 2, 1, 1)
+    x = torch.randn(2, 3, frames, 7, 9)
+    past = x.new_zeros(2, 3, 2, 7, 9) if padding == "zeros" else x[:, :, :1].repeat(1, 1, 2, 1, 1)
     ref = F.conv3d(torch.cat([past, x], 2), conv.weight, conv.bias, padding=(0, 1, 1))
-    out = conv(x)
+    with torch.set_grad_enabled(grad):
+        out = conv(x)
     assert out.shape == x.shape[:1] + (5,) + x.shape[2:]
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 

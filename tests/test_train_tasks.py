@@ -18,6 +18,7 @@ from vidiff.models.text import BuiltinTextEncoder
 from vidiff.models.vae import CausalVAE3D, VAEConfig
 from vidiff.train import TrainConfig, Trainer
 from vidiff.train.diffusion_task import (
+    training_frame_mask,
     DiffusionModel,
     build_denoiser,
     make_diffusion_loss,
@@ -105,6 +106,43 @@ def test_text_to_video_samples_give_no_frame_and_plain_models_get_no_channels():
     _loss(_run_config(i2v_prob=1.0), plain, batch)
     assert plain.calls[0]["frame_mask"] is None and plain.calls[0]["image_latent"] is None
     assert torch.equal(plain.calls[0]["t"][:, 0], torch.zeros(6))  # still held through per-frame time
+
+
+def test_training_frame_mask_draws_each_conditioning_task_in_its_share():
+    d = DiffusionSection(i2v_prob=0.2, continuation_prob=0.3, interpolation_prob=0.1, max_context_frames=3)
+    n, f = 4000, 9
+    mask = training_frame_mask(d, n, f, torch.Generator().manual_seed(0))
+    assert mask.shape == (n, f) and set(mask.unique().tolist()) <= {0.0, 1.0}
+    first = torch.zeros(f); first[0] = 1
+    ends = first.clone(); ends[-1] = 1
+    prefixes = [torch.cat([torch.ones(k), torch.zeros(f - k)]) for k in (2, 3)]  # k = 1 equals i2v
+    counts = {"first": 0, "prefix": 0, "ends": 0, "none": 0}
+    for row in mask:
+        if torch.equal(row, first):
+            counts["first"] += 1
+        elif any(torch.equal(row, p) for p in prefixes):
+            counts["prefix"] += 1
+        elif torch.equal(row, ends):
+            counts["ends"] += 1
+        else:
+            assert not row.any(), f"unexpected held pattern {row.tolist()}"
+            counts["none"] += 1
+    # i2v plus the k = 1 third of continuation give a first-frame-only mask
+    expected = {"first": 0.2 + 0.3 / 3, "prefix": 0.3 * 2 / 3, "ends": 0.1, "none": 0.4}
+    for name, p in expected.items():
+        assert abs(counts[name] - n * p) < 4 * math.sqrt(n * p * (1 - p)), (name, counts)
+    # the generator advances the same way whatever the probabilities (exact resume)
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    training_frame_mask(DiffusionSection(i2v_prob=0.0), 7, f, g1)
+    training_frame_mask(d, 7, f, g2)
+    assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=g2))
+
+
+def test_conditioning_shares_must_fit_in_one():
+    with pytest.raises(ValueError, match="must be <= 1"):
+        DiffusionSection(i2v_prob=0.5, continuation_prob=0.4, interpolation_prob=0.2)
+    with pytest.raises(ValueError, match="max_context_frames"):
+        DiffusionSection(max_context_frames=0)
 
 
 def test_held_frame_prediction_does_not_count_in_the_loss():

@@ -47,7 +47,7 @@ class ChannelRMSNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         shape = (1, self.channels) + (1,) * (x.ndim - 2)
         y = F.normalize(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x, dim=1).to(x.dtype)
-        y = y * math.sqrt(self.channels) * self.gamma.view(shape)
+        y = y * (self.gamma * math.sqrt(self.channels)).view(shape)  # one full-size temporary, not two
         return y if self.bias is None else y + self.bias.view(shape)
 
 
@@ -68,7 +68,9 @@ class ResBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        # rebinding h before conv2 frees conv1's output while conv2 runs (one activation less at peak)
+        h = self.dropout(F.silu(self.norm2(h)))
+        h = self.conv2(h)
         return h.add_(self.shortcut(x))  # h is conv2's fresh output (its backward does not need it)
 
 
@@ -251,10 +253,14 @@ class DecoderStage(nn.Module):
             if upsample else None
         )
 
+    def layers(self) -> list[nn.Module]:
+        """The stage's layers in order (the decoder runs them flat, see `Decoder.forward`)."""
+        return [*self.res_blocks, *([] if self.upsample is None else [self.upsample])]
+
     def forward(self, x: Tensor) -> Tensor:
-        for block in self.res_blocks:
-            x = block(x)
-        return x if self.upsample is None else self.upsample(x)
+        for layer in self.layers():
+            x = layer(x)
+        return x
 
 
 class Encoder(nn.Module):
@@ -317,6 +323,8 @@ class Decoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         x = self.mid(self.conv_in(z))
-        for stage in self.stages:
-            x = stage(x)
+        # one flat loop, not stage(x): a stage call would keep its input alive through the whole
+        # stage, a full-resolution activation more at the decoder's memory peak
+        for layer in [layer for stage in self.stages for layer in stage.layers()]:
+            x = layer(x)
         return self.conv_out(F.silu(self.norm_out(x)))

@@ -158,9 +158,11 @@ class CausalConv3d(TemporalStreaming, nn.Conv3d):
             if self.is_streaming:
                 # clone so the cache does not pin the whole concatenated chunk in memory
                 self._cache = x[:, :, -self.time_padding :].clone()
-        if x.device.type == "cpu" and torch.is_grad_enabled():
+        if x.device.type == "cpu" and (torch.is_grad_enabled() or x.shape[2] == self.kernel_size[0]):
             # CPU Conv3d backward is slow in this torch build; stacked 2D convs train 4-10x faster.
-            # Inference keeps F.conv3d: same speed, without the stacked copies' memory.
+            # Inference keeps F.conv3d (same speed, without the stacked copies' memory) except for
+            # a single output frame, where CPU Conv3d takes an im2col workspace of ~k^3 frames
+            # (the first chunk's peak in a chunked decode) and the stacked copy is only k_t frames.
             return conv3d_as_conv2d(x, self.weight, self.bias, self.stride[1:], self.padding[1:])
         return super().forward(x)
 

@@ -4,10 +4,13 @@ jointly on cached VAE latents for text-to-video and image-to-video at once.
 One training example (latents x0 `[B, C, F, H, W]`, normalised; captions):
 
     captions[b] <- ""                       with probability caption_dropout (for CFG)
-    held[b]      = 1                        with probability i2v_prob (first latent frame given)
+    frame_mask[b] = first latent frame      with probability i2v_prob (image-to-video)
+                  | first k latent frames   with probability continuation_prob (long videos)
+                  | first and last frames   with probability interpolation_prob (keyframes)
+                  | no frame                otherwise (text-to-video)
     t  [B, F]    ~ logit-normal or uniform, shifted; one t per clip, or per frame with
                    probability independent_frame_prob
-    frame_mask[b, 0] = held[b];  t = 0 where frame_mask = 1
+    t = 0 where frame_mask = 1
     x_t = alpha(t) x0 + sigma(t) eps        (x_t = x0 exactly where t = 0)
     pred = model(x_t, t, Conditioning(text, text_mask[, frame_mask, image_latent]))
     loss = diffusion_loss(pred, x0, eps, t, schedule, prediction_type, frame_mask=frame_mask)
@@ -147,6 +150,34 @@ def sample_training_times(d: DiffusionSection, batch: int, frames: int, generato
     return t.contiguous()
 
 
+def training_frame_mask(d: DiffusionSection, batch: int, frames: int, generator: torch.Generator,
+                        device: torch.device | str = "cpu") -> Tensor:
+    """Which latent frames each training sample holds clean, `[B, F]` float in {0, 1}.
+
+    One uniform draw u per sample picks the task (p_i = i2v_prob, p_c = continuation_prob,
+    p_k = interpolation_prob):
+
+        u < p_i               -> frame 0                  (image-to-video)
+        u < p_i + p_c         -> frames 0 .. k-1, k ~ U{1, ..., min(max_context_frames, F - 1)}
+        u < p_i + p_c + p_k   -> frames 0 and F - 1       (both ends of an in-between)
+        otherwise             -> none                     (text-to-video)
+
+    Both draws are made for every sample, so the generator advances the same way whatever the
+    probabilities (exact resume).
+    """
+    u = torch.rand(batch, generator=generator, device=device)
+    k_max = max(1, min(d.max_context_frames, frames - 1))
+    k = torch.randint(1, k_max + 1, (batch,), generator=generator, device=device)
+    index = torch.arange(frames, device=device)[None, :]
+    i2v = (u < d.i2v_prob)[:, None] & (index == 0)
+    cont_rows = (u >= d.i2v_prob) & (u < d.i2v_prob + d.continuation_prob)
+    cont = cont_rows[:, None] & (index < k[:, None])
+    lo = d.i2v_prob + d.continuation_prob
+    interp_rows = (u >= lo) & (u < lo + d.interpolation_prob)
+    interp = interp_rows[:, None] & ((index == 0) | (index == frames - 1))
+    return (i2v | cont | interp).float()
+
+
 def make_diffusion_loss(cfg: RunConfig):
     """`loss_fn(model, batch, generator)`: see the module docstring. `batch` is
     `{"latents": [B, C, F, H, W], "caption": [str] * B}`."""
@@ -161,11 +192,9 @@ def make_diffusion_loss(cfg: RunConfig):
         gen_device = generator.device
         drop = (torch.rand(b, generator=generator, device=gen_device) < d.caption_dropout).tolist()
         captions = ["" if dropped else c for c, dropped in zip(captions, drop)]
-        held = torch.rand(b, generator=generator, device=gen_device) < d.i2v_prob
+        frame_mask = training_frame_mask(d, b, f, generator, gen_device).to(device)
         t = sample_training_times(d, b, f, generator, gen_device).to(device)
         eps = torch.randn(x0.shape, generator=generator, device=gen_device).to(device)
-        frame_mask = torch.zeros(b, f, device=device)
-        frame_mask[:, 0] = held.to(device, frame_mask.dtype)
         x_t, t = D.add_noise(x0, eps, t, schedule, frame_mask)
         raw = model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
         mask_in = latent_in = None

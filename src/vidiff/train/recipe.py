@@ -221,6 +221,9 @@ class DiffusionSection:
     caption_dropout: share of captions replaced by "" (classifier-free guidance).
     i2v_prob: share of samples whose first latent frame is held clean (t = 0, excluded from the
         loss; given as frame_mask / image_latent to models that concatenate them).
+    continuation_prob: share whose first k latent frames are held, k uniform in
+        1..max_context_frames (sliding-window continuation of a long video).
+    interpolation_prob: share whose first and last latent frames are held (keyframe in-betweening).
     sampler, sampling_steps, sampling_shift, guidance_scale: the exported SchedulerConfig.
     """
 
@@ -235,6 +238,9 @@ class DiffusionSection:
     independent_frame_prob: float = 0.0
     caption_dropout: float = 0.1
     i2v_prob: float = 0.25
+    continuation_prob: float = 0.0
+    max_context_frames: int = 2
+    interpolation_prob: float = 0.0
     sampler: Literal["euler", "heun", "unipc", "dpmpp_2m", "ddim", "ddpm"] = "euler"
     sampling_steps: int = 24
     sampling_shift: float = 1.0
@@ -243,9 +249,14 @@ class DiffusionSection:
     def __post_init__(self) -> None:
         if self.schedule != "flow" and self.prediction_type == "flow":
             raise ValueError(f"diffusion.prediction_type='flow' needs diffusion.schedule='flow', got {self.schedule!r}")
-        for name in ("independent_frame_prob", "caption_dropout", "i2v_prob"):
+        for name in ("independent_frame_prob", "caption_dropout", "i2v_prob", "continuation_prob", "interpolation_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"diffusion.{name} must be in [0, 1], got {getattr(self, name)}")
+        held = self.i2v_prob + self.continuation_prob + self.interpolation_prob
+        if held > 1.0 + 1e-9:
+            raise ValueError(f"diffusion.i2v_prob + continuation_prob + interpolation_prob must be <= 1, got {held:g}")
+        if self.max_context_frames < 1:
+            raise ValueError(f"diffusion.max_context_frames must be >= 1, got {self.max_context_frames}")
         if self.shift <= 0 or self.sampling_shift <= 0:
             raise ValueError(f"diffusion.shift and sampling_shift must be > 0, got {self.shift}, {self.sampling_shift}")
         if self.logit_std <= 0:
