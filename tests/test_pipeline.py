@@ -1,6 +1,8 @@
 """VideoPipeline: conditioning by held-clean frames, guidance, save/load, bad input."""
 
+import json
 import os
+import shutil
 import warnings
 
 import numpy as np
@@ -94,6 +96,20 @@ def test_save_and_load_reproduce_the_video(pipe, tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
     loaded = VideoPipeline.from_pretrained(tmp_path / "model")
     assert np.array_equal(loaded(PROMPT, seed=3, progress=False).frames, pipe(PROMPT, seed=3, progress=False).frames)
+
+
+def test_a_pipeline_can_share_another_pipelines_vae(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "video")
+    pipe.save_pretrained(tmp_path / "baseline")
+    shutil.rmtree(tmp_path / "baseline" / "vae")
+    index_path = tmp_path / "baseline" / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index_path.write_text(json.dumps({**index, "vae": "../video/vae"}))
+    shared = VideoPipeline.from_pretrained(tmp_path / "baseline")
+    assert np.array_equal(shared(PROMPT, seed=2, progress=False).frames, pipe(PROMPT, seed=2, progress=False).frames)
+    index_path.write_text(json.dumps({**index, "vae": "../nowhere/vae"}))
+    with pytest.raises(ModelLoadError, match="nowhere"):
+        VideoPipeline.from_pretrained(tmp_path / "baseline")
 
 
 def test_notices_for_frames_unknown_words_and_resized_image(pipe):

@@ -12,12 +12,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidiff.config import ConfigError
+from vidiff.modelio import save_model
 from vidiff.data.loader import SeededBatchStream
 from vidiff.models.dit import DiTConfig, VideoDiT
 from vidiff.models.text import BuiltinTextEncoder
 from vidiff.models.vae import CausalVAE3D, VAEConfig
 from vidiff.train import TrainConfig, Trainer
 from vidiff.train.diffusion_task import (
+    build_diffusion_model,
     training_frame_mask,
     DiffusionModel,
     build_denoiser,
@@ -336,3 +338,23 @@ def test_changed_recipe_keys():
 
     assert changed_keys({"train": {"steps": 2, "lr": 1.0}, "a": [1]}, {"train": {"steps": 4, "lr": 1.0}, "a": [1]}) == ["train.steps"]
     assert changed_keys({"x": {"y": 1}}, {"x": {"z": 1}}) == ["x.y", "x.z"]
+
+
+_TINY = ["out_dir=unused", "vae.path=unused", "model.dit.dim=32", "model.dit.num_heads=2", "model.dit.num_layers=1",
+         "model.dit.ffn_dim=64", "model.text.dim=16", "model.text.depth=1", "model.text.num_heads=2"]
+
+
+def test_model_init_starts_from_an_exported_pipelines_weights(tmp_path):
+    source = build_diffusion_model(load_recipe(None, _TINY), z_dim=4)
+    save_model(str(tmp_path / "transformer"), source.denoiser, source.denoiser.config.to_dict(), "VideoDiT")
+    source.text_encoder.save_pretrained(str(tmp_path / "text_encoder"))
+    started = build_diffusion_model(load_recipe(None, _TINY + [f"model.init={tmp_path}"]), z_dim=4)
+    fresh = build_diffusion_model(load_recipe(None, _TINY), z_dim=4)
+    theirs, ours, new = source.state_dict(), started.state_dict(), fresh.state_dict()
+    assert theirs.keys() == ours.keys()
+    assert all(torch.equal(theirs[k], ours[k]) for k in theirs)
+    assert not all(torch.equal(theirs[k], new[k]) for k in theirs)  # the init did something
+    with pytest.raises(ConfigError, match="num_layers"):
+        build_diffusion_model(load_recipe(None, _TINY + ["model.dit.num_layers=2", f"model.init={tmp_path}"]), z_dim=4)
+    with pytest.raises(ConfigError, match="not a pipeline folder"):
+        build_diffusion_model(load_recipe(None, _TINY + [f"model.init={tmp_path / 'nowhere'}"]), z_dim=4)

@@ -106,6 +106,21 @@ def load_vae(directory: str) -> torch.nn.Module:
     return vaes[name].from_pretrained(directory).eval()
 
 
+def vae_directory(directory: str, index: dict) -> str:
+    """The pipeline's VAE folder: `<directory>/vae`, or the folder that `model_index.json`'s
+    "vae" entry names relative to `directory` (pipelines trained on the same latents share one
+    VAE, e.g. the shipped per-frame baseline uses `../world-dit/vae`)."""
+    shared = index.get("vae")
+    if shared is None:
+        return os.path.join(directory, "vae")
+    if not isinstance(shared, str) or os.path.isabs(shared):
+        raise ModelLoadError(f"{directory}/model_index.json: 'vae' must be a relative folder path, got {shared!r}")
+    path = os.path.normpath(os.path.join(directory, shared))
+    if not os.path.isdir(path):
+        raise ModelLoadError(f"{directory}/model_index.json: shared VAE folder {path} not found")
+    return path
+
+
 class VideoPipeline:
     """Text/image-conditioned video generation with a latent denoiser, a VAE and a text encoder.
 
@@ -144,7 +159,7 @@ class VideoPipeline:
             raise ModelLoadError(f"{directory}/model_index.json: not a vidiff pipeline (class {index.get('_class_name')!r})")
         pipe = cls(
             transformer=load_denoiser(os.path.join(directory, "transformer")),
-            vae=load_vae(os.path.join(directory, "vae")),
+            vae=load_vae(vae_directory(directory, index)),
             text_encoder=load_text_encoder(os.path.join(directory, "text_encoder")),
             scheduler=SchedulerConfig.from_dict(read_json(os.path.join(directory, "scheduler", "config.json"))),
             config=PipelineConfig.from_dict(index),

@@ -120,9 +120,31 @@ def build_denoiser(cfg: RunConfig, z_dim: int, text_dim: int) -> nn.Module:
     return UNet3D(config)
 
 
+def init_from_pipeline(denoiser: nn.Module, text_encoder: nn.Module, directory: str) -> None:
+    """Copy an exported pipeline's denoiser and text-encoder weights into freshly built modules
+    (`[model] init`); the folder's configs must equal the recipe's, else ConfigError names them."""
+    from vidiff.models.text import BuiltinTextEncoder
+    from vidiff.pipelines.pipeline import load_denoiser
+
+    if not Path(directory, "transformer").is_dir():
+        raise ConfigError(f"model.init {directory}: not a pipeline folder (no transformer/ inside)")
+    pairs = ((load_denoiser(str(Path(directory, "transformer"))), denoiser, "transformer"),
+             (BuiltinTextEncoder.from_pretrained(str(Path(directory, "text_encoder"))), text_encoder, "text_encoder"))
+    for source, target, name in pairs:
+        theirs, ours = source.config.to_dict(), target.config.to_dict()
+        differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        if type(source) is not type(target) or differ:
+            raise ConfigError(f"model.init {directory}/{name}: its config differs from the recipe's in "
+                              f"{', '.join(differ) or 'class'} ({type(source).__name__} vs {type(target).__name__})")
+        target.load_state_dict(source.state_dict())
+
+
 def build_diffusion_model(cfg: RunConfig, z_dim: int) -> DiffusionModel:
     text = build_text_encoder(cfg)
-    return DiffusionModel(build_denoiser(cfg, z_dim, text.dim), text, train_text=cfg.model.text.train)
+    denoiser = build_denoiser(cfg, z_dim, text.dim)
+    if cfg.model.init:
+        init_from_pipeline(denoiser, text, cfg.model.init)
+    return DiffusionModel(denoiser, text, train_text=cfg.model.text.train)
 
 
 def make_schedule(d: DiffusionSection):

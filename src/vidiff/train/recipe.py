@@ -75,12 +75,17 @@ class ModelSection:
     Channels and text width follow the VAE and the text encoder: `in_channels`, `out_channels`
     and `text_dim` may be left out (a DiT with image_condition = "concat" then gets
     in_channels = 2 z_dim + mask_channels); when given they must fit, and the task names the key
-    that does not."""
+    that does not.
+
+    init: an exported pipeline folder (e.g. the shipped `src/vidiff/assets/world-dit`) whose
+    denoiser and text-encoder weights the run starts from, to continue training a shipped model
+    with a fresh optimizer; its configs must equal the recipe's."""
 
     kind: Literal["dit", "unet"] = "dit"
     dit: dict[str, Any] = field(default_factory=dict)
     unet: dict[str, Any] = field(default_factory=dict)
     text: TextSection = field(default_factory=TextSection)
+    init: str | None = None
 
     def __post_init__(self) -> None:
         table = self.dit if self.kind == "dit" else self.unet
