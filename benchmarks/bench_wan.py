@@ -114,35 +114,47 @@ def measure(fn, device: str) -> dict:
     return {"cpu_s": c1 - c0, "wall_s": w1 - w0, "peak_bytes": peak, "out": out}
 
 
-def bench_size(name: str, size: dict, device: str) -> dict:
-    import diffusers
+def load(impl: str, root: str, device: str):
+    """The saved Wan pipeline in `root`, loaded by diffusers or by vidiff."""
+    if impl == "diffusers":
+        import diffusers
 
+        pipe = diffusers.WanPipeline.from_pretrained(root).to(device)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
     from vidiff.pipelines import VideoPipeline
 
+    return VideoPipeline.from_pretrained(root, device=device)
+
+
+def generation(impl: str, pipe, run: dict, sampling_only: bool = False):
+    """A call of `pipe` on the benchmark prompt: decoded frames, or with `sampling_only` text
+    encoding + sampling alone (latents, no decoding)."""
+    if impl == "diffusers":
+        output = "latent" if sampling_only else "np"
+
+        def fn():
+            out = pipe(PROMPT, negative_prompt=NEGATIVE, generator=torch.Generator().manual_seed(0),
+                       output_type=output, **run).frames
+            return out if sampling_only else out[0]
+    else:
+        output = "latent" if sampling_only else "float"
+
+        def fn():
+            out = pipe(PROMPT, negative_prompt=NEGATIVE, seed=0, output_type=output, progress=False, **run)
+            return out.latents if sampling_only else out.frames
+    return fn
+
+
+def bench_size(name: str, size: dict, device: str) -> dict:
     with tempfile.TemporaryDirectory() as root:
         build(root, size)
-        ref = diffusers.WanPipeline.from_pretrained(root).to(device)
-        ref.set_progress_bar_config(disable=True)
-        ours = VideoPipeline.from_pretrained(root, device=device)
+        ref, ours = load("diffusers", root, device), load("vidiff", root, device)
         isolated = {impl: isolated_peak(root, name, impl, device) for impl in ("diffusers", "vidiff")}
     run = dict(size["run"], guidance_scale=5.0)
-
-    def run_diffusers():
-        g = torch.Generator().manual_seed(0)
-        return ref(PROMPT, negative_prompt=NEGATIVE, generator=g, output_type="np", **run).frames[0]
-
-    def run_vidiff():
-        return ours(PROMPT, negative_prompt=NEGATIVE, seed=0, output_type="float", progress=False, **run).frames
-
-    def latents_diffusers():  # text encoding + sampling, no decoding
-        g = torch.Generator().manual_seed(0)
-        return ref(PROMPT, negative_prompt=NEGATIVE, generator=g, output_type="latent", **run).frames
-
-    def latents_vidiff():
-        return ours(PROMPT, negative_prompt=NEGATIVE, seed=0, output_type="latent", progress=False, **run).latents
-
-    runs = {"diffusers": run_diffusers, "vidiff": run_vidiff, "diffusers_sampling": latents_diffusers,
-            "vidiff_sampling": latents_vidiff}
+    runs = {"diffusers": generation("diffusers", ref, run), "vidiff": generation("vidiff", ours, run),
+            "diffusers_sampling": generation("diffusers", ref, run, sampling_only=True),
+            "vidiff_sampling": generation("vidiff", ours, run, sampling_only=True)}
     with torch.no_grad():
         for fn in runs.values():  # warm-up (lazy inits, allocator)
             fn()
@@ -185,23 +197,7 @@ def isolated_peak(root: str, name: str, impl: str, device: str) -> float:
 
 def measure_one(impl: str, root: str, name: str, device: str) -> int:
     """In a fresh process: load `impl` from `root`, warm up once, then the peak growth of one run."""
-    run = dict(SIZES[name]["run"], guidance_scale=5.0)
-    if impl == "diffusers":
-        import diffusers
-
-        pipe = diffusers.WanPipeline.from_pretrained(root).to(device)
-        pipe.set_progress_bar_config(disable=True)
-
-        def fn():
-            return pipe(PROMPT, negative_prompt=NEGATIVE, generator=torch.Generator().manual_seed(0), output_type="np",
-                        **run).frames[0]
-    else:
-        from vidiff.pipelines import VideoPipeline
-
-        pipe = VideoPipeline.from_pretrained(root, device=device)
-
-        def fn():
-            return pipe(PROMPT, negative_prompt=NEGATIVE, seed=0, output_type="float", progress=False, **run).frames
+    fn = generation(impl, load(impl, root, device), dict(SIZES[name]["run"], guidance_scale=5.0))
     with torch.no_grad():
         fn()
         return int(measure(fn, device)["peak_bytes"])
