@@ -112,6 +112,15 @@ def test_a_pipeline_can_share_another_pipelines_vae(pipe, tmp_path):
         VideoPipeline.from_pretrained(tmp_path / "baseline")
 
 
+def test_a_misspelt_model_index_key_is_an_error_naming_file_and_key(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "model")
+    index_path = tmp_path / "model" / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index_path.write_text(json.dumps({**index, "num_frame": 33}))
+    with pytest.raises(ModelLoadError, match=r"model_index\.json.*num_frame"):
+        VideoPipeline.from_pretrained(tmp_path / "model")
+
+
 def test_notices_for_frames_unknown_words_and_resized_image(pipe):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -25,13 +25,14 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from vidiff import diffusion as D
+from vidiff.config import dataclass_from_dict
 from vidiff.models.conditioning import Conditioning
 from vidiff.modelio import ModelLoadError, atomic_directory, load_model_files, load_weights_strict, read_json, save_model, write_json
 from vidiff.pipelines.scheduler import SchedulerConfig
@@ -63,8 +64,10 @@ class PipelineConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "PipelineConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """From `model_index.json`: `_class_name` and the shared-VAE entry `vae` are read by the
+        folder loader; any other unknown key raises ValueError naming it (a typo such as
+        `num_frame` must not silently fall back to a default)."""
+        return dataclass_from_dict(cls, data, ignore=("_class_name", "vae"))
 
 
 @dataclass
@@ -83,6 +86,13 @@ def _model_classes():
     from vidiff.models.vae import CausalVAE3D, FrameVAE
 
     return {"VideoDiT": (VideoDiT, DiTConfig), "UNet3D": (UNet3D, UNetConfig)}, {"CausalVAE3D": CausalVAE3D, "FrameVAE": FrameVAE}
+
+
+def _pipeline_config(directory: str, index: dict) -> PipelineConfig:
+    try:
+        return PipelineConfig.from_dict(index)
+    except (TypeError, ValueError) as err:
+        raise ModelLoadError(f"{directory}/model_index.json: {err}") from None
 
 
 def load_denoiser(directory: str) -> torch.nn.Module:
@@ -162,7 +172,7 @@ class VideoPipeline:
             vae=load_vae(vae_directory(directory, index)),
             text_encoder=load_text_encoder(os.path.join(directory, "text_encoder")),
             scheduler=SchedulerConfig.from_dict(read_json(os.path.join(directory, "scheduler", "config.json"))),
-            config=PipelineConfig.from_dict(index),
+            config=_pipeline_config(directory, index),
         )
         return pipe.to(device)
 
