@@ -14,10 +14,14 @@ a held-out combination):
   * persistence of the long videos (fraction of frames the object is found). Acceptance >= 0.95.
   * seams: `boundary_change_ratio` (mean frame-to-frame change at window boundaries / median
     change elsewhere), mean over videos. Acceptance <= 1.5 (mean of `max_ratio` also reported).
-Prompt schedules (same object, the motion changes half way, e.g. moves right -> moves left):
-  * each segment (the frames of the windows that used its prompt) is judged against its caption;
-    motion correct in >= 75 % of segments; colour and shape judged right in both segments (the
-    two captions share them, so right in both = the same across the change).
+Prompt schedules (same object, the motion changes, e.g. moves right -> moves left -> right ...):
+  * a long video alternates the pair's two captions every training-clip length (16 new frames:
+    `--multiple` segments, 8 for 129 frames). One clip length per segment because a mover
+    travels 0.3-0.42 of the width per clip in the shapes world: a 64-frame "moves right" would
+    carry the object out of the picture, and the world metrics judge motion over a clip.
+  * each segment (the frames its windows added) is judged against its caption; motion correct in
+    >= 75 % of segments; colour and shape judged right in every segment (the captions share
+    them, so right everywhere = the same across every change).
 VAE seams (no diffusion model): ground-truth renders encoded and decoded as the latent and the
 pixel overlap spaces do it (`vae_seams`), to tell the VAE's share of a seam from the model's.
 Writes a JSON report with every per-video row and an "acceptance" block of booleans.
@@ -46,7 +50,7 @@ SCHEDULE_PAIRS = (
     ("a large cyan circle moves right on a black background", "a large cyan circle moves left on a black background"),
     ("a large green triangle moves up on a gray background", "a large green triangle moves down on a gray background"),
     ("a small blue circle moves left on a navy background", "a small blue circle moves right on a navy background"),
-    ("a large orange circle stays still on a black background", "a large orange circle moves down on a black background"),
+    ("a large orange square stays still on a black background", "a large orange square spins on a black background"),
 )
 
 
@@ -64,6 +68,18 @@ def check_captions() -> None:
 def mean(values) -> float | None:
     vals = [v for v in values if v is not None and np.isfinite(v)]
     return float(np.mean(vals)) if vals else None
+
+
+def schedule_runs(windows) -> list[tuple[str, int, int]]:
+    """Consecutive windows with the same prompt merged: `(prompt, first_frame, end_frame)` of the
+    frames they added."""
+    runs: list[tuple[str, int, int]] = []
+    for w in windows:
+        if runs and runs[-1][0] == w.prompt:
+            runs[-1] = (w.prompt, runs[-1][1], w.end_frame)
+        else:
+            runs.append((w.prompt, w.first_frame, w.end_frame))
+    return runs
 
 
 def evaluate_mode(pipe, mode: str, args) -> dict:
@@ -102,25 +118,21 @@ def evaluate_mode(pipe, mode: str, args) -> dict:
         return None if a is None or not b else a / b
 
     schedule_rows = []
-    n_frames = long_frames
+    segment = short_frames - 1
     for first, then in SCHEDULE_PAIRS[: args.pairs]:
+        captions = [first if i % 2 == 0 else then for i in range(args.multiple)]
+        schedule = [(cap, segment) for cap in captions[:-1]] + [(captions[-1], None)]
         for seed in range(args.seeds):
-            out = generate_long(pipe, prompts=[first, then], num_frames=n_frames, window=args.window,
+            out = generate_long(pipe, prompts=schedule, num_frames=long_frames, window=args.window,
                                 overlap=args.overlap, mode=mode, overlap_space=args.overlap_space, seed=seed)
             row = {"captions": [first, then], "seed": seed, "segments": []}
-            for cap in (first, then):
-                spans = [(w.first_frame, w.end_frame) for w in out.windows if w.prompt == cap]
-                if not spans:
-                    row["segments"].append({"caption": cap, "frames": 0, "motion_acc": 0.0, "color_acc": 0.0,
-                                            "shape_acc": 0.0})
-                    continue
-                a, b = min(s for s, _ in spans), max(e for _, e in spans)
+            for cap, a, b in schedule_runs(out.windows):
                 judged = evaluate_video(out.frames[a:b], cap)
                 row["segments"].append({"caption": cap, "frames": [a, b], "motion_acc": judged["motion_acc"],
                                         "color_acc": judged["color_acc"], "shape_acc": judged["shape_acc"]})
             row["same_colour_and_shape"] = all(s["color_acc"] == 1.0 and s["shape_acc"] == 1.0 for s in row["segments"])
             schedule_rows.append(row)
-            print(f"  [{mode}] schedule {first!r} -> {then!r} seed {seed}: motion "
+            print(f"  [{mode}] schedule {first!r} <-> {then!r} seed {seed}: motion "
                   f"{[s['motion_acc'] for s in row['segments']]}, same colour/shape {row['same_colour_and_shape']}",
                   flush=True)
 
