@@ -6,6 +6,8 @@
 * i2v.gif: the ground-truth render of a prompt beside the video the model makes from its first
   frame alone.
 * baseline_vs_model.gif: the per-frame baseline and the video model on the same prompt and seed.
+* long.png: two 129-frame videos (8x the clip length, sliding windows), every 8th frame: one
+  caption, and a prompt schedule that alternates two motions every 16 frames.
 
 Panels are scaled up 2x (nearest neighbour) with a 2-pixel white gutter; the prompts are printed
 for the README captions.
@@ -20,6 +22,8 @@ import warnings
 import numpy as np
 
 from vidiff.cli.generate import load_pipeline
+from vidiff.contact_sheet import contact_sheet
+from vidiff.pipelines.long import generate_long
 from vidiff.video import write_video
 from vidiff.world import render, scene_from_caption
 
@@ -33,6 +37,9 @@ T2V_PROMPTS = (
 )
 I2V_PROMPT = "a large orange circle moves left on a gray background"
 BASELINE_PROMPT = "a large magenta square moves down on a navy background"
+LONG_PROMPT = "a large red circle stays still on a black background"
+LONG_SCHEDULE = ("a large cyan circle moves right on a black background",
+                 "a large cyan circle moves left on a black background")
 
 
 def panel_row(videos: list[np.ndarray], scale: int = 2, gutter: int = 2) -> np.ndarray:
@@ -70,10 +77,19 @@ def main() -> None:
                 fps=cfg.fps)
     pair = [generate(baseline, BASELINE_PROMPT), generate(pipe, BASELINE_PROMPT)]
     write_video(os.path.join(args.out, "baseline_vs_model.gif"), panel_row(pair), fps=cfg.fps)
+    frames = 1 + 8 * (cfg.num_frames - 1)
+    segment = cfg.num_frames - 1
+    schedule = [(LONG_SCHEDULE[i % 2], segment) for i in range(7)] + [(LONG_SCHEDULE[1], None)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single = generate_long(pipe, LONG_PROMPT, num_frames=frames, seed=0).frames
+        alternating = generate_long(pipe, prompts=schedule, num_frames=frames, seed=0).frames
+    contact_sheet([single[::8], alternating[::8]], os.path.join(args.out, "long.png"),
+                  labels=[LONG_PROMPT, f"{LONG_SCHEDULE[0]} <-> moves left, every {segment} frames"])
     print("t2v (left to right):", " | ".join(T2V_PROMPTS))
     print("i2v (ground truth | from its first frame):", I2V_PROMPT)
     print("per-frame baseline | video model:", BASELINE_PROMPT)
-    print(f"wrote {args.out}/{{t2v,i2v,baseline_vs_model}}.gif")
+    print(f"wrote {args.out}/{{t2v,i2v,baseline_vs_model}}.gif and long.png")
 
 
 if __name__ == "__main__":
