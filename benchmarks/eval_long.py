@@ -70,6 +70,13 @@ def mean(values) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def alternating_schedule(first: str, then: str, segments: int, segment: int) -> list[tuple[str, int | None]]:
+    """A `prompts=` schedule of `segments` segments of `segment` frames that alternates `first`
+    and `then`; the last segment takes the remaining frames."""
+    captions = [first if i % 2 == 0 else then for i in range(segments)]
+    return [(cap, segment) for cap in captions[:-1]] + [(captions[-1], None)]
+
+
 def schedule_runs(windows) -> list[tuple[str, int, int]]:
     """Consecutive windows with the same prompt merged: `(prompt, first_frame, end_frame)` of the
     frames they added."""
@@ -120,8 +127,7 @@ def evaluate_mode(pipe, mode: str, args) -> dict:
     schedule_rows = []
     segment = short_frames - 1
     for first, then in SCHEDULE_PAIRS[: args.pairs]:
-        captions = [first if i % 2 == 0 else then for i in range(args.multiple)]
-        schedule = [(cap, segment) for cap in captions[:-1]] + [(captions[-1], None)]
+        schedule = alternating_schedule(first, then, args.multiple, segment)
         for seed in range(args.seeds):
             out = generate_long(pipe, prompts=schedule, num_frames=long_frames, window=args.window,
                                 overlap=args.overlap, mode=mode, overlap_space=args.overlap_space, seed=seed)

@@ -21,6 +21,7 @@ import warnings
 
 import numpy as np
 
+from eval_long import alternating_schedule  # benchmarks/ is on sys.path when a script here runs
 from vidiff.cli.generate import load_pipeline
 from vidiff.contact_sheet import contact_sheet
 from vidiff.pipelines.long import generate_long
@@ -79,7 +80,7 @@ def main() -> None:
     write_video(os.path.join(args.out, "baseline_vs_model.gif"), panel_row(pair), fps=cfg.fps)
     frames = 1 + 8 * (cfg.num_frames - 1)
     segment = cfg.num_frames - 1
-    schedule = [(LONG_SCHEDULE[i % 2], segment) for i in range(7)] + [(LONG_SCHEDULE[1], None)]
+    schedule = alternating_schedule(*LONG_SCHEDULE, segments=8, segment=segment)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         single = generate_long(pipe, LONG_PROMPT, num_frames=frames, seed=0).frames
