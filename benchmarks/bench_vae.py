@@ -5,7 +5,7 @@ another's peak) and reports the growth of peak RSS (ru_maxrss) during one encode
 beyond what the model and the input already held. Throughput: medians of several runs in this
 process, chunked vs whole clip, with their ratio.
 
-    python benchmarks/bench_vae.py [--quick]
+    python benchmarks/bench_vae.py [--quick] [--size 256]
 
 Writes benchmarks/results/vae.json.
 """
@@ -43,10 +43,11 @@ def memory_point(op: str, mode: str, frames: int, size: int) -> dict:
     with torch.inference_mode():
         # warm-up on one frame: one-time allocations (oneDNN primitives, thread pools) are not
         # part of the per-frame cost being measured
-        vae.decode(torch.randn(1, vae.z_dim, 1, size // 4, size // 4))
+        z_dim, _, h, w = vae.latent_shape(frames, size, size)
+        vae.decode(torch.randn(1, z_dim, 1, h, w))
         vae.encode(torch.zeros(1, 3, 1, size, size))
         if op == "decode":
-            z = torch.randn(1, vae.z_dim, vae.latent_num_frames(frames), size // 4, size // 4)
+            z = torch.randn(1, *vae.latent_shape(frames, size, size))
             before = _peak_rss_mb()
             t = time.perf_counter()
             out = vae.decode(z, chunked=chunked)
@@ -121,6 +122,9 @@ def run_throughput(repeats: int, batch: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer frames and repeats")
+    parser.add_argument("--size", type=int, default=256,
+                        help="frame size of the memory points (the world VAE's activations at 128x128 are too "
+                             "small for the clip length to show above allocator noise)")
     parser.add_argument("--point", nargs=4, metavar=("OP", "MODE", "FRAMES", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.point:
@@ -129,7 +133,7 @@ def main() -> None:
         return
 
     frames_list = [9, 17, 33] if args.quick else [9, 17, 33, 65]
-    size = 128
+    size = args.size
     print(f"memory: world VAE, {size}x{size}, peak RSS growth per call (fresh process each)")
     memory = run_memory(frames_list, size)
     print("throughput: world VAE, 17x64x64 clips, 1 thread, median")
