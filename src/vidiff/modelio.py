@@ -12,9 +12,11 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -66,6 +68,17 @@ def read_json(path: str | os.PathLike) -> dict:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelLoadError(f"{path}: not valid JSON ({err})") from err
+
+
+def config_from_file(from_dict: Callable[[dict], T], data: dict, path: str | os.PathLike) -> T:
+    """`from_dict(data)` for a config read from the JSON file `path`; an unknown key or a
+    rejected value raises ModelLoadError naming the file and the cause."""
+    try:
+        return from_dict(data)
+    except ModelLoadError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ModelLoadError(f"{os.fspath(path)}: {err}") from None
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from vidiff.config import dataclass_from_dict
-from vidiff.modelio import CONFIG_NAME, WEIGHTS_NAME, ModelLoadError, load_model_files, load_weights_strict, save_model
+from vidiff.modelio import CONFIG_NAME, WEIGHTS_NAME, ModelLoadError, config_from_file, load_model_files, load_weights_strict, save_model
 from vidiff.models.vae_blocks import Decoder, Encoder
 from vidiff.nn.causal_conv import CAUSAL_PADDINGS, streaming
 
@@ -372,7 +372,7 @@ class _LatentAutoencoder(nn.Module):
         if name != cls.__name__:
             raise ModelLoadError(f"{os.path.join(directory, CONFIG_NAME)} describes a {name}, not a {cls.__name__}")
         config_cls = VAEConfig if cls is CausalVAE3D else FrameVAEConfig
-        model = cls(config_cls.from_dict(data))
+        model = cls(config_from_file(config_cls.from_dict, data, os.path.join(directory, CONFIG_NAME)))
         load_weights_strict(model, state, os.path.join(os.fspath(directory), WEIGHTS_NAME))
         return model.to(map_location)
 

@@ -34,7 +34,7 @@ from torch import Tensor
 from vidiff import diffusion as D
 from vidiff.config import dataclass_from_dict
 from vidiff.models.conditioning import Conditioning
-from vidiff.modelio import ModelLoadError, atomic_directory, load_model_files, load_weights_strict, read_json, save_model, write_json
+from vidiff.modelio import CONFIG_NAME, ModelLoadError, atomic_directory, config_from_file, load_model_files, load_weights_strict, read_json, save_model, write_json
 from vidiff.pipelines.scheduler import SchedulerConfig
 from vidiff.video import fit_image, frames_to_tensor, image_to_array, tensor_to_frames
 
@@ -88,13 +88,6 @@ def _model_classes():
     return {"VideoDiT": (VideoDiT, DiTConfig), "UNet3D": (UNet3D, UNetConfig)}, {"CausalVAE3D": CausalVAE3D, "FrameVAE": FrameVAE}
 
 
-def _pipeline_config(directory: str, index: dict) -> PipelineConfig:
-    try:
-        return PipelineConfig.from_dict(index)
-    except (TypeError, ValueError) as err:
-        raise ModelLoadError(f"{directory}/model_index.json: {err}") from None
-
-
 def load_denoiser(directory: str) -> torch.nn.Module:
     """Load a `transformer/` folder (VideoDiT or UNet3D) written by `save_model`."""
     transformers, _ = _model_classes()
@@ -102,7 +95,7 @@ def load_denoiser(directory: str) -> torch.nn.Module:
     if name not in transformers:
         raise ModelLoadError(f"{directory}/config.json: unknown denoiser class {name!r}; expected one of {sorted(transformers)}")
     cls, cfg_cls = transformers[name]
-    model = cls(cfg_cls.from_dict(config))
+    model = cls(config_from_file(cfg_cls.from_dict, config, os.path.join(directory, CONFIG_NAME)))
     load_weights_strict(model, state, os.path.join(directory, "model.safetensors"))
     return model.eval()
 
@@ -164,15 +157,17 @@ class VideoPipeline:
             raise ModelLoadError(f"{directory}: model directory not found")
         if is_wan_directory(directory):  # diffusers layout or the original release layout
             return load_wan_pipeline(directory, device=device)
-        index = read_json(os.path.join(directory, "model_index.json"))
+        index_path = os.path.join(directory, "model_index.json")
+        index = read_json(index_path)
         if index.get("_class_name") != "VideoPipeline":
-            raise ModelLoadError(f"{directory}/model_index.json: not a vidiff pipeline (class {index.get('_class_name')!r})")
+            raise ModelLoadError(f"{index_path}: not a vidiff pipeline (class {index.get('_class_name')!r})")
+        scheduler_path = os.path.join(directory, "scheduler", CONFIG_NAME)
         pipe = cls(
             transformer=load_denoiser(os.path.join(directory, "transformer")),
             vae=load_vae(vae_directory(directory, index)),
             text_encoder=load_text_encoder(os.path.join(directory, "text_encoder")),
-            scheduler=SchedulerConfig.from_dict(read_json(os.path.join(directory, "scheduler", "config.json"))),
-            config=_pipeline_config(directory, index),
+            scheduler=config_from_file(SchedulerConfig.from_dict, read_json(scheduler_path), scheduler_path),
+            config=config_from_file(PipelineConfig.from_dict, index, index_path),
         )
         return pipe.to(device)
 
