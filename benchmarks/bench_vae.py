@@ -43,11 +43,11 @@ def memory_point(op: str, mode: str, frames: int, size: int) -> dict:
     with torch.inference_mode():
         # warm-up on one frame: one-time allocations (oneDNN primitives, thread pools) are not
         # part of the per-frame cost being measured
-        z_dim, _, h, w = vae.latent_shape(frames, size, size)
+        z_dim, latent_frames, h, w = vae.latent_shape(frames, size, size)
         vae.decode(torch.randn(1, z_dim, 1, h, w))
         vae.encode(torch.zeros(1, 3, 1, size, size))
         if op == "decode":
-            z = torch.randn(1, *vae.latent_shape(frames, size, size))
+            z = torch.randn(1, z_dim, latent_frames, h, w)
             before = _peak_rss_mb()
             t = time.perf_counter()
             out = vae.decode(z, chunked=chunked)

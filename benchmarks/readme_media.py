@@ -39,6 +39,7 @@ T2V_PROMPTS = (
 I2V_PROMPT = "a large orange circle moves left on a gray background"
 BASELINE_PROMPT = "a large magenta square moves down on a navy background"
 LONG_PROMPT = "a large red circle stays still on a black background"
+LONG_MULTIPLE = 8  # long.png: videos of 8x the clip length, one schedule segment per clip length
 LONG_SCHEDULE = ("a large cyan circle moves right on a black background",
                  "a large cyan circle moves left on a black background")
 
@@ -78,9 +79,9 @@ def main() -> None:
                 fps=cfg.fps)
     pair = [generate(baseline, BASELINE_PROMPT), generate(pipe, BASELINE_PROMPT)]
     write_video(os.path.join(args.out, "baseline_vs_model.gif"), panel_row(pair), fps=cfg.fps)
-    frames = 1 + 8 * (cfg.num_frames - 1)
     segment = cfg.num_frames - 1
-    schedule = alternating_schedule(*LONG_SCHEDULE, segments=8, segment=segment)
+    frames = 1 + LONG_MULTIPLE * segment
+    schedule = alternating_schedule(*LONG_SCHEDULE, segments=LONG_MULTIPLE, segment=segment)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         single = generate_long(pipe, LONG_PROMPT, num_frames=frames, seed=0).frames
