@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import time
 
 import torch
 from _memory import reset_peak_rss, status_kb
+
+from vidiff.machine import machine_info
 
 WAN_CFG = dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=64, in_channels=16, out_channels=16,
                text_dim=512, freq_dim=256, ffn_dim=1024, num_layers=4)
@@ -200,8 +201,7 @@ def main() -> None:
         print(f"{r['latent_frames']:>7}{r['tokens']:>8}{r['full_s']:>9.3f}{r['factorized_s']:>12.3f}{r['full_over_factorized']:>11.2f}")
 
     result = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version()},
+        "machine": machine_info(),
         "config": {"wan": {k: list(v) if isinstance(v, tuple) else v for k, v in WAN_CFG.items()},
                    "latent": list(LATENT), "text": list(TEXT), "tokens": n_tokens, "runs_forward": RUNS,
                    "runs_forward_backward": RUNS_BACKWARD, "dtype": "float32"},

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,8 @@ import time
 
 import torch
 from _memory import reset_peak_rss, status_kb
+
+from vidiff.machine import machine_info
 
 FRAMES = (17, 33, 65, 129, 257)
 METHODS = ("window", "fuse", "onepass")
@@ -183,9 +184,7 @@ def main() -> None:
           ", ".join(f"{m} {mem_growth[m]:+.1f} MB" for m in METHODS))
     print("max latent frames per DiT call:", bound)
     result = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
-                    "device": device if device == "cpu" else torch.cuda.get_device_name()},
+        "machine": machine_info(device),
         "config": {"vae": "VAEConfig.world() random", "vae_factors": {"time": pipe.vae.temporal_factor,
                    "space": pipe.vae.spatial_factor, "z_dim": pipe.vae.z_dim},
                    "window_latent_frames_resolved": pipe.vae.latent_num_frames(17), "size": [64, 64], "dit": "dim 192, 6 heads, 4 layers, ffn 512, full attention",

@@ -24,13 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from _memory import reset_peak_rss, status_kb
+
+from vidiff.machine import machine_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results", "train.json")
@@ -164,9 +165,7 @@ def main() -> None:
               f"{r['clips_per_s']:6.2f} clips/s  {r['tokens_per_s']:8.0f} tokens/s  "
               f"peak +{r['peak_growth_mb'] or float('nan'):6.0f} MB  loader {r['loader_clips_per_s']:7.1f} clips/s "
               f"({r['loader_over_trainer']:.0f}x)", flush=True)
-    machine = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-               "torch": torch.__version__, "threads": args.threads, "load_average": list(os.getloadavg())}
-    result = {"machine": machine, "method": __doc__.split("Writes")[0].strip(), "rows": rows}
+    result = {"machine": machine_info(), "method": __doc__.split("Writes")[0].strip(), "rows": rows}
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     from vidiff.modelio import write_json
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -24,6 +23,7 @@ import time
 
 import torch
 
+from vidiff.machine import machine_info
 from vidiff.models.vae import CausalVAE3D, VAEConfig, count_parameters
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "vae.json")
@@ -152,9 +152,7 @@ def main() -> None:
     for k, v in summary.items():
         print(f"  {k:48s} {v:6.2f}x")
     result = {
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-                    "torch": torch.__version__, "threads": 1,
-                    "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None},
+        "machine": machine_info(),
         "memory": memory,
         "memory_summary": summary,
         "throughput": throughput,

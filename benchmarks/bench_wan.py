@@ -31,7 +31,6 @@ import argparse
 import ctypes
 import gc
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -40,6 +39,8 @@ import time
 import numpy as np
 import torch
 from _memory import reset_peak_rss, status_kb
+
+from vidiff.machine import machine_info
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "wan.json")
 PROMPT = "a red circle moves left across a snowy field"
@@ -220,10 +221,8 @@ def main() -> None:
     import diffusers
     import transformers
 
-    out = {"machine": {"platform": platform.platform(), "python": sys.version.split()[0], "cpu_count": os.cpu_count(),
-                       "torch": torch.__version__, "diffusers": diffusers.__version__,
-                       "transformers": transformers.__version__, "threads": torch.get_num_threads(),
-                       "device": args.device}, "sizes": {}}
+    out = {"machine": machine_info(args.device, diffusers=diffusers.__version__,
+                                   transformers=transformers.__version__), "sizes": {}}
     print(f"{'size':6} {'impl (whole run / sampling only)':18} {'cpu s':>8} {'wall s':>8} {'peak MB':>9}")
     for name in args.sizes:
         r = bench_size(name, SIZES[name], args.device)

@@ -10,16 +10,14 @@ ground truth. Writes benchmarks/results/world.json.
 from __future__ import annotations
 
 import os
-import platform
 import statistics
-import sys
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from vidiff.machine import machine_info  # noqa: E402
 from vidiff.metrics.world import evaluate_video  # noqa: E402
 from vidiff.world.render import render, render_batch  # noqa: E402
 from vidiff.world.scene import caption, sample_scene  # noqa: E402
@@ -60,11 +58,7 @@ def main() -> int:
         "results": results,
         "targets": targets,
         "meets_targets": {k: results[k] >= v for k, v in targets.items()},
-        "machine": {
-            "platform": platform.platform(), "python": sys.version.split()[0], "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "numpy": np.__version__, "threads": torch.get_num_threads(),
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        },
+        "machine": machine_info(),
     }
     print(f"{'measure':<40}{'value':>12}")
     for key, value in results.items():

@@ -32,11 +32,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
 import numpy as np
+
+from vidiff.machine import machine_info
 
 DRIFT_CAPTIONS = (
     "a large red circle stays still on a black background",
@@ -105,7 +106,8 @@ def evaluate_mode(pipe, mode: str, args) -> dict:
             t0 = time.perf_counter()
             short = pipe(cap, seed=seed, progress=False).frames
             out = generate_long(pipe, cap, num_frames=long_frames, window=args.window, overlap=args.overlap,
-                                mode=mode, overlap_space=args.overlap_space, seed=seed)
+                                mode=mode, overlap_space=args.overlap_space, seed=seed,
+                                history_guidance=args.history_guidance, context_noise=args.context_noise)
             s_row = evaluate_video(short, cap)
             l_row = evaluate_video(out.frames, cap)
             seam = boundary_change_ratio(out.frames, out.boundaries)
@@ -130,7 +132,8 @@ def evaluate_mode(pipe, mode: str, args) -> dict:
         schedule = alternating_schedule(first, then, args.multiple, segment)
         for seed in range(args.seeds):
             out = generate_long(pipe, prompts=schedule, num_frames=long_frames, window=args.window,
-                                overlap=args.overlap, mode=mode, overlap_space=args.overlap_space, seed=seed)
+                                overlap=args.overlap, mode=mode, overlap_space=args.overlap_space, seed=seed,
+                                history_guidance=args.history_guidance, context_noise=args.context_noise)
             row = {"captions": [first, then], "seed": seed, "segments": []}
             for cap, a, b in schedule_runs(out.windows):
                 judged = evaluate_video(out.frames[a:b], cap)
@@ -229,6 +232,10 @@ def main(argv=None) -> int:
     p.add_argument("--overlap-space", default="latent", choices=("latent", "pixel"))
     p.add_argument("--window", type=int, help="latent frames per window (default: the model's clip length)")
     p.add_argument("--overlap", type=int, default=1)
+    p.add_argument("--context-noise", type=float, default=0.0,
+                   help="noise level t_c of each window's generated held frames (0 = clean)")
+    p.add_argument("--history-guidance", type=float, default=1.0,
+                   help="history guidance scale on each window's held frames (1 = off)")
     p.add_argument("--multiple", type=int, default=8, help="long length = multiple x (training length - 1) + 1")
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--captions", type=int, default=len(DRIFT_CAPTIONS))
@@ -249,8 +256,7 @@ def main(argv=None) -> int:
     pipe = VideoPipeline.from_pretrained(args.model, device=args.device)
     report = {
         "model": os.path.abspath(args.model),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "python": platform.python_version(), "device": args.device},
+        "machine": machine_info(args.device),
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
         "modes": {},
     }

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 import warnings
 
-import torch
-
 from vidiff.cli.eval_world import generate_and_evaluate, read_prompts
 from vidiff.cli.generate import load_pipeline
+from vidiff.machine import machine_info
 from vidiff.metrics.world import aggregate, evaluate_video
 from vidiff.modelio import write_json
 from vidiff.video import frames_to_tensor, tensor_to_frames
@@ -79,8 +77,7 @@ def main() -> None:
     prompts, heldout = read_prompts(args.prompts), read_prompts(args.heldout)
     model = args.model or "shipped"
     ev = f"vidiff eval world --model {model} --prompts {os.path.relpath(args.prompts)} --seeds {args.seeds}"
-    out: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                             "threads": torch.get_num_threads()},
+    out: dict = {"machine": machine_info(),
                  "defaults": {"sampler": pipe.scheduler.sampler, "steps": pipe.scheduler.num_inference_steps,
                               "guidance": pipe.scheduler.guidance_scale}}
     out["ground_truth"], out["vae_round_trip"] = ground_truth(prompts, args.seeds, pipe)

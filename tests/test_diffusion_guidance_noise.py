@@ -1,4 +1,4 @@
-"""Classifier-free guidance batching and the initial-noise priors' statistics."""
+"""Classifier-free and history guidance batching and the initial-noise priors' statistics."""
 
 import math
 
@@ -9,6 +9,7 @@ from vidiff.diffusion import (
     FlowSchedule,
     guidance_ramp,
     guided_denoiser,
+    history_guided_denoiser,
     independent_noise,
     mixed_noise,
     progressive_noise,
@@ -69,6 +70,47 @@ def test_guidance_per_frame_ramp_and_tensor_conditions():
 def test_guidance_rejects_unbatchable_conditions():
     with pytest.raises(TypeError, match="cannot batch"):
         guided_denoiser(lambda x, t, c: x, {"a": 1}, {"a": 2}, 2.0)
+
+
+def _history_setup(seed):
+    g = torch.Generator().manual_seed(seed)
+    x, t = torch.randn(2, 3, 4, 2, 2, generator=g), torch.rand(2, 4, generator=g)
+    c, u, f = (torch.randn(2, 5, 6, generator=g) for _ in range(3))
+    shift = torch.randn(2, 3, 4, 2, 2, generator=g)
+
+    def model(x, t, cond):
+        return x * t[:, None, :, None, None] + cond.mean(dim=(1, 2)).view(-1, 1, 1, 1, 1)
+
+    def free_input(x_t, t_):  # any input change the free branch makes must reach the model
+        return x_t + shift, t_ * 0.5
+
+    return x, t, c, u, f, model, free_input
+
+
+def test_history_guidance_formula_in_one_forward():
+    x, t, c, u, f, model, free_input = _history_setup(3)
+    calls = []
+
+    def counting(x_, t_, cond):
+        calls.append(x_.shape[0])
+        return model(x_, t_, cond)
+
+    out = history_guided_denoiser(counting, c, u, f, 2.5, 1.75, free_input)(x, t)
+    assert calls == [6]
+    pc, pu, pf = model(x, t, c), model(x, t, u), model(*free_input(x, t), f)
+    torch.testing.assert_close(out, pu + 2.5 * (pc - pu) + 0.75 * (pc - pf))
+    # without the text branch: pred_f + h (pred_c - pred_f), two branches
+    calls.clear()
+    out = history_guided_denoiser(counting, c, None, f, 2.5, 3.0, free_input)(x, t)
+    assert calls == [4]
+    torch.testing.assert_close(out, pf + 3.0 * (pc - pf))
+
+
+def test_history_guidance_one_is_classifier_free_guidance():
+    x, t, c, u, f, model, free_input = _history_setup(4)
+    ramp = guidance_ramp(1.0, 3.0, 4)
+    torch.testing.assert_close(history_guided_denoiser(model, c, u, f, ramp, 1.0, free_input)(x, t),
+                               guided_denoiser(model, c, u, ramp)(x, t))
 
 
 def _frame_corr(e, lag):

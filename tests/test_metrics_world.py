@@ -2,6 +2,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -201,6 +202,7 @@ def test_cli_sample_then_eval(tmp_path, capsys):
     assert _run(["eval", "world", "--videos", str(out), "--json", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
     assert report["aggregate"]["count"] == 4 and report["aggregate"]["all_correct"] == 1.0
+    assert report["machine"]["cpu_count"] == os.cpu_count() and report["machine"]["device"] == "cpu"
     assert "colour" in capsys.readouterr().out
 
 

@@ -85,6 +85,43 @@ def test_per_frame_guidance_ramp_equal_ends_equals_scalar(pipe):
     assert torch.allclose(a, b, atol=1e-6)
 
 
+def test_history_guidance_branch_sees_no_history_and_keeps_the_first_frame(pipe):
+    """h != 1 adds a third branch whose given frames are noised and whose frame channels are zero;
+    the held first latent still comes back bit-identical, and h = 1 is exactly the plain call."""
+    image = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    seen = []
+    model = pipe.transformer
+    orig = model.forward
+    model.forward = lambda x, t, c=None: seen.append((x, t, c)) or orig(x, t, c)
+    try:
+        out = pipe(PROMPT, image=image, history_guidance=2.0, return_latents=True, progress=False)
+    finally:
+        del model.forward
+    x, t, c = seen[0]
+    assert x.shape[0] == 3  # text, negative text, text without history
+    assert c.frame_mask[0, 0] == 1 and c.frame_mask[1, 0] == 1 and c.frame_mask[2].abs().sum() == 0
+    assert c.image_latent[2].abs().sum() == 0
+    assert t[0, 0] == 0 and t[2, 0] == t[2, 1] > 0  # the given frame is noised to the others' level
+    assert not torch.equal(x[2, :, 0], x[0, :, 0])
+    assert torch.equal(out.latents[:, :, :1], _first_frame(pipe, image))
+    plain = pipe(PROMPT, image=image, return_latents=True, progress=False).latents
+    assert torch.equal(pipe(PROMPT, image=image, history_guidance=1.0, return_latents=True, progress=False).latents, plain)
+    assert not torch.allclose(out.latents[:, :, 1:], plain[:, :, 1:])
+
+
+def test_history_free_input_noises_given_frames_to_the_generated_level():
+    from vidiff.diffusion import FlowSchedule
+
+    g = torch.Generator().manual_seed(0)
+    x, noise = torch.randn(2, 3, 4, 2, 2, generator=g), torch.randn(1, 3, 4, 2, 2, generator=g)
+    t = torch.tensor([[0.0, 0.0, 0.7, 0.7], [0.0, 0.0, 0.2, 0.2]])
+    x_f, t_f = VideoPipeline._history_free_input([0, 1], noise, FlowSchedule())(x, t)
+    level = t[:, 2].view(2, 1, 1, 1, 1)
+    torch.testing.assert_close(x_f[:, :, :2], (1 - level) * x[:, :, :2] + level * noise[:, :, :2])
+    assert torch.equal(x_f[:, :, 2:], x[:, :, 2:])
+    assert torch.equal(t_f, t[:, 2:3].expand(2, 4))
+
+
 def test_batch_of_prompts_matches_shapes(pipe):
     out = pipe([PROMPT, "a small blue square moves up on a gray background"], progress=False)
     assert out.frames.shape == (2, 17, 64, 64, 3)

@@ -51,13 +51,15 @@ class Spy:
     """Record what the denoiser receives on every call (frames seen, text rows)."""
 
     def __init__(self, model):
-        self.model, self.frames, self.texts = model, [], []
+        self.model, self.frames, self.texts, self.batches, self.times = model, [], [], [], []
 
     def __enter__(self):
         orig = self.model.forward
 
         def forward(x, t, cond=None):
             self.frames.append(x.shape[2])
+            self.batches.append(x.shape[0])
+            self.times.append(t.clone())
             self.texts.append(None if cond is None or cond.text is None else cond.text[0].clone())
             return orig(x, t, cond)
 
@@ -139,6 +141,43 @@ def test_denoise_latents_holds_frames_at_any_indices(pipe, sampler):
         pipe.denoise_latents(noise, pipe.encode_prompts([A]), given=given, given_index=[0, 5])
 
 
+@pytest.mark.parametrize("sampler", ["euler", "heun", "unipc", "dpmpp_2m"])
+def test_context_noise_shows_one_fixed_noisy_context_and_returns_the_clean_one(pipe, sampler):
+    gen = torch.Generator().manual_seed(1)
+    given = torch.randn(1, 4, 2, 8, 8, generator=gen)
+    noise = torch.randn(1, 4, 5, 8, 8, generator=gen)
+    seen = []
+    orig = pipe.transformer.forward
+    pipe.transformer.forward = lambda x, t, c=None: seen.append((x.clone(), t.clone(), c.image_latent.clone())) \
+        or orig(x, t, c)
+    try:
+        out = pipe.denoise_latents(noise, pipe.encode_prompts([A]), given=given, given_index=[0, 1],
+                                   context_noise=0.25, sampler=sampler, generator=torch.Generator().manual_seed(2))
+    finally:
+        del pipe.transformer.forward
+    assert torch.equal(out[:, :, :2], given)
+    x0, t0, latent0 = seen[0]
+    eps = (x0[:, :, :2] - 0.75 * given) / 0.25  # flow: x = (1 - t_c) x + t_c eps
+    assert abs(float(eps.std()) - 1.0) < 0.2 and not torch.equal(x0[:, :, :2], given)
+    assert torch.equal(latent0[:, :, :2], x0[:, :, :2])  # the channels carry the same noisy context
+    for x, t, _ in seen:  # the same context at the same level through every step
+        assert torch.equal(x[:, :, :2], x0[:, :, :2]) and bool((t[:, :2] == 0.25).all())
+    with pytest.raises(ValueError, match="context_noise"):
+        pipe.denoise_latents(noise, pipe.encode_prompts([A]), given=given, given_index=[0, 1], context_noise=1.0)
+
+
+def test_context_noise_reaches_generated_overlaps_only(pipe):
+    image = np.random.default_rng(3).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    with Spy(pipe.transformer) as spy:
+        chunks = list(iter_windows(pipe, A, image=image, num_frames=25, window=5, overlap=1, context_noise=0.2, seed=0))
+    held = [t[0, 0].item() for t in spy.times]
+    steps = len(held) // len(chunks)
+    assert held[:steps] == [0.0] * steps  # the user's first frame stays clean
+    assert held[steps:] == pytest.approx([0.2] * (len(held) - steps))
+    for prev, cur in zip(chunks, chunks[1:]):
+        assert torch.equal(cur.latents[:, :, :1], prev.latents[:, :, -1:])
+
+
 # --------------------------------------------------------------------------- sliding windows
 
 
@@ -153,6 +192,20 @@ def test_clean_hold_overlap_equals_previous_window_exactly(pipe):
         assert not torch.equal(cur.latents[:, :, held:held + 1], prev.latents[:, :, -1:])
     assert sum(c.frames.shape[0] for c in chunks) == 33
     assert [c.start for c in chunks] == [0, 9, 15, 21, 27]  # latent 5 -> frames 9, 10, ...
+
+
+def test_history_guidance_keeps_the_overlap_exact_and_guides_the_rest(pipe):
+    kw = dict(num_frames=33, window=5, overlap=2, seed=1)
+    plain = list(iter_windows(pipe, A, **kw))
+    with Spy(pipe.transformer) as spy:
+        guided = list(iter_windows(pipe, A, history_guidance=3.0, **kw))
+    steps = len(spy.batches) // len(guided)
+    batch = spy.batches[0]  # text and negative text (guidance > 1) or text alone
+    assert spy.batches == [batch] * steps + [batch + 1] * (len(spy.batches) - steps)  # + the history-free branch
+    assert torch.equal(guided[0].latents, plain[0].latents)  # nothing held in the first window
+    for prev, cur, ref in zip(guided, guided[1:], plain[1:]):
+        assert torch.equal(cur.latents[:, :, :2], prev.latents[:, :, -2:])
+        assert not torch.allclose(cur.latents[:, :, 2:], ref.latents[:, :, 2:])
 
 
 def test_last_window_with_larger_overlap_still_held_exactly(pipe):

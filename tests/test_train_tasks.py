@@ -97,6 +97,24 @@ def test_held_first_frame_is_clean_at_t0_and_given_to_concat_models():
     assert torch.equal(call["image_latent"][:, :, 1:], torch.zeros_like(x0[:, :, 1:]))
 
 
+def test_context_noise_puts_held_frames_at_a_small_level_seen_alike_in_x_and_channels():
+    batch = _batch(b=64)
+    model = _Recorder(concat=True)
+    _loss(_run_config(i2v_prob=1.0, caption_dropout=0.0, context_noise=0.2), model, batch)
+    call = model.calls[0]
+    x0, t_c = batch["latents"], call["t"][:, 0]
+    assert bool((t_c >= 0).all()) and bool((t_c < 0.2).all()) and float(t_c.std()) > 0.03  # U(0, 0.2) per sample
+    level = t_c[:, None, None, None]
+    held = call["x_t"][:, :, 0]
+    assert not torch.equal(held, x0[:, :, 0])
+    eps = (held - (1 - level) * x0[:, :, 0]) / level
+    assert abs(float(eps.std()) - 1.0) < 0.1  # x_t = (1 - t_c) x0 + t_c eps with eps ~ N(0, 1)
+    assert torch.equal(call["image_latent"][:, :, 0], held)
+    assert bool((call["t"][:, 1:] > 0).all())
+    with pytest.raises(ValueError, match="context_noise"):
+        DiffusionSection(context_noise=1.0)
+
+
 def test_text_to_video_samples_give_no_frame_and_plain_models_get_no_channels():
     batch = _batch()
     concat = _Recorder(concat=True)

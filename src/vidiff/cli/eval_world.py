@@ -200,6 +200,7 @@ def _rows_from_model(args: argparse.Namespace) -> tuple[list[dict], dict]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vidiff.machine import machine_info
     from vidiff.metrics.world import aggregate
     from vidiff.modelio import write_json
 
@@ -210,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
         where = settings["model"]
         if not args.json:
             raise CLIError("--json OUT is required when evaluating a model (there is no video folder to write into)")
-    report = _json_safe({"aggregate": aggregate(rows), "settings": settings, "videos": rows})
+    report = _json_safe({"aggregate": aggregate(rows), "settings": settings,
+                         "machine": machine_info(getattr(args, "device", "cpu")), "videos": rows})
     out = args.json or os.path.join(args.videos, "world_report.json")
     try:
         write_json(out, report)

@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=int)
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--history-guidance", type=float, default=1.0, metavar="H",
+                   help="history guidance on the given frames (--image, long-video overlaps); 1 = off")
     p.add_argument("--sampler", help="euler | heun | unipc | dpmpp_2m | ddim | ddpm")
     p.add_argument("--noise-prior", default="independent", choices=("independent", "mixed", "progressive"))
     p.add_argument("--noise-strength", type=float, default=0.5, help="shared fraction / AR(1) correlation")
@@ -72,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
     from vidiff.contact_sheet import contact_sheet
+    from vidiff.pipelines import VideoPipeline
     from vidiff.video import VideoReadError, write_video
 
     if not args.out.endswith((".mp4", ".gif")):
@@ -87,10 +90,15 @@ def run(args: argparse.Namespace) -> int:
             if wants_long(args, pipe):
                 out = run_long(args, pipe)
             else:
+                extra = {}
+                if args.history_guidance != 1.0:
+                    if not isinstance(pipe, VideoPipeline):
+                        raise CLIError(f"--history-guidance: not supported by {type(pipe).__name__}")
+                    extra["history_guidance"] = args.history_guidance
                 out = pipe(args.prompt, negative_prompt=args.negative_prompt, image=args.image, num_frames=args.frames,
                            height=args.height, width=args.width, num_inference_steps=args.steps,
                            guidance_scale=args.guidance, sampler=args.sampler, noise_prior=args.noise_prior,
-                           noise_strength=args.noise_strength, seed=args.seed)
+                           noise_strength=args.noise_strength, seed=args.seed, **extra)
         except (VideoReadError, ValueError) as err:
             raise CLIError(str(err)) from err
     for w in caught:

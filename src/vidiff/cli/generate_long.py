@@ -17,7 +17,8 @@ LONG_MODES = ("window", "fuse", "keyframes")  # mirrors vidiff.pipelines.long (n
 
 
 def add_long_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add --then, --window, --overlap, --long-mode, --overlap-space, --keyframe-fps to `parser`."""
+    """Add --then, --window, --overlap, --long-mode, --overlap-space, --context-noise,
+    --keyframe-fps to `parser`."""
     g = parser.add_argument_group(
         "long videos", "used automatically when --frames exceeds the model's clip length, or with --then / --long-mode")
     g.add_argument("--then", action="append", default=[], metavar="PROMPT",
@@ -32,6 +33,9 @@ def add_long_arguments(parser: argparse.ArgumentParser) -> None:
                         "denoised together, predictions averaged; keyframes: sparse keyframes, then the gaps")
     g.add_argument("--overlap-space", choices=("latent", "pixel"), default="latent",
                    help="window mode: carry the overlap as latents (default) or as decoded frames re-encoded")
+    g.add_argument("--context-noise", type=float, default=0.0, metavar="T",
+                   help="show each window its generated overlap noised to time T (e.g. 0.1; for models trained "
+                        "with diffusion.context_noise); 0 holds it clean (default)")
     g.add_argument("--keyframe-fps", type=float, metavar="FPS",
                    help="fps condition for the keyframe pass (for models conditioned on fps)")
 
@@ -66,6 +70,8 @@ def run_long(args: argparse.Namespace, pipe):
             negative_prompt=getattr(args, "negative_prompt", "") or "", image=getattr(args, "image", None),
             height=getattr(args, "height", None), width=getattr(args, "width", None),
             num_inference_steps=getattr(args, "steps", None), guidance_scale=getattr(args, "guidance", None),
+            history_guidance=getattr(args, "history_guidance", 1.0),
+            context_noise=getattr(args, "context_noise", 0.0),
             sampler=getattr(args, "sampler", None), noise_prior=getattr(args, "noise_prior", "independent"),
             noise_strength=getattr(args, "noise_strength", 0.5), seed=getattr(args, "seed", 0),
             keyframe_extras=extras, progress=False)

@@ -4,7 +4,7 @@ samplers over a denoiser, classifier-free guidance and initial-noise priors.
 Time is continuous, t in [0, 1], t = 0 clean, t = 1 noise: `x_t = alpha(t) x0 + sigma(t) eps`.
 """
 
-from .guidance import guidance_ramp, guided_denoiser
+from .guidance import guidance_ramp, guided_denoiser, history_guided_denoiser
 from .noise import independent_noise, mixed_noise, progressive_noise
 from .objectives import add_noise, diffusion_loss, per_frame_time
 from .prediction import PREDICTION_TYPES, from_x0_eps, schedule_coefficients, to_x0_eps, x0_denoiser
@@ -38,6 +38,6 @@ __all__ = [
     "flow_times", "unipc_flow_times", "vp_times", "vp_timesteps",
     "DEFAULT_STEPS", "sample_ddpm", "sample_ddim", "sample_euler", "sample_heun", "sample_dpmpp_2m",
     "sample_unipc",
-    "guided_denoiser", "guidance_ramp",
+    "guided_denoiser", "guidance_ramp", "history_guided_denoiser",
     "independent_noise", "mixed_noise", "progressive_noise",
 ]

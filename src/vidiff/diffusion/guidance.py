@@ -1,4 +1,5 @@
-"""Classifier-free guidance on model predictions (before conversion to x0, as diffusers does)."""
+"""Guidance on model predictions (before conversion to x0, as diffusers does): classifier-free
+guidance on the text, and history guidance on frames given as conditioning."""
 
 from __future__ import annotations
 
@@ -45,11 +46,53 @@ def guided_denoiser(model_fn: Callable, cond, uncond, scale: float | Tensor) -> 
         t2 = t.expand(x_t.shape[0]) if t.ndim == 0 else t
         out = model_fn(torch.cat([x_t, x_t]), torch.cat([t2, t2]), batched_cond)
         pred_c, pred_u = out.chunk(2)
-        s = scale
-        if isinstance(s, Tensor) and s.ndim > 0:
-            if s.ndim != 1 or s.shape[0] != x_t.shape[2]:
-                raise ValueError(f"per-frame guidance scale must be [F] = [{x_t.shape[2]}], got {tuple(s.shape)}")
-            s = s.to(device=x_t.device, dtype=pred_c.dtype)[None, None, :, None, None]
+        s = _broadcast_scale(scale, x_t, pred_c.dtype)
         return pred_u + s * (pred_c - pred_u)
+
+    return guided
+
+
+def _broadcast_scale(scale: float | Tensor, x_t: Tensor, dtype: torch.dtype) -> float | Tensor:
+    """A scalar stays; a per-frame `[F]` scale becomes `[1, 1, F, 1, 1]` against `x_t`."""
+    if isinstance(scale, Tensor) and scale.ndim > 0:
+        if scale.ndim != 1 or scale.shape[0] != x_t.shape[2]:
+            raise ValueError(f"per-frame guidance scale must be [F] = [{x_t.shape[2]}], got {tuple(scale.shape)}")
+        return scale.to(device=x_t.device, dtype=dtype)[None, None, :, None, None]
+    return scale
+
+
+def history_guided_denoiser(model_fn: Callable, cond, uncond, free, scale: float | Tensor, history_scale: float,
+                            free_input: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]) -> Callable:
+    """Classifier-free guidance on the text plus history guidance on the given frames (Song et
+    al. 2025, "History-Guided Video Diffusion"):
+
+        pred = pred_u + s (pred_c - pred_u) + (h - 1) (pred_c - pred_f)
+
+    `pred_c`: text and given frames (`cond`, input `x_t`, `t`); `pred_u`: negative text and the
+    same given frames (`uncond`); `pred_f`: text without the given frames: conditioning `free`
+    (given-frame channels zeroed) on the input `free_input(x_t, t) -> (x_f, t_f)`, which noises
+    the given frames to the level of the generated ones, so the model sees them only as noisy
+    frames. `h = 1` is classifier-free guidance alone; `h > 1` pulls the generated frames towards
+    what the given ones imply (identity, motion) and away from the text-only prior. With `uncond`
+    None the text term is left out (one branch fewer). All branches run in one forward pass.
+    """
+    if uncond is None:
+        batched_cond = _cat_conditions(cond, free)
+    else:
+        cat = torch.cat if isinstance(cond, Tensor) else type(cond).cat
+        batched_cond = cat([cond, uncond, free])
+
+    def guided(x_t: Tensor, t: Tensor, _cond=None) -> Tensor:
+        t2 = t.expand(x_t.shape[0]) if t.ndim == 0 else t
+        x_f, t_f = free_input(x_t, t2)
+        xs, ts = [x_t, x_t, x_f], [t2, t2, t_f]
+        if uncond is None:
+            del xs[1], ts[1]
+        out = model_fn(torch.cat(xs), torch.cat(ts), batched_cond).chunk(len(xs))
+        pred_c, pred_f = out[0], out[-1]
+        pred = pred_c + (history_scale - 1.0) * (pred_c - pred_f)
+        if uncond is not None:
+            pred = pred + (_broadcast_scale(scale, x_t, pred_c.dtype) - 1.0) * (pred_c - out[1])
+        return pred
 
     return guided

@@ -294,8 +294,8 @@ class _Run:
     """The resolved settings of one long generation (shared by the modes)."""
 
     def __init__(self, pipe, prompt, prompts, num_frames, window, overlap, mode, overlap_space, negative_prompt,
-                 image, video, height, width, num_inference_steps, guidance_scale, sampler, noise_prior,
-                 noise_strength, seed, generator, keyframe_extras, progress):
+                 image, video, height, width, num_inference_steps, guidance_scale, history_guidance,
+                 context_noise, sampler, noise_prior, noise_strength, seed, generator, keyframe_extras, progress):
         cfg, sch = pipe.config, pipe.scheduler
         if mode not in LONG_MODES:
             raise ValueError(f"unknown long-video mode {mode!r}; expected one of {LONG_MODES}")
@@ -321,6 +321,7 @@ class _Run:
         self.steps = num_inference_steps or sch.num_inference_steps
         self.sampler = sampler or sch.sampler
         self.scale = sch.guidance_scale if guidance_scale is None else guidance_scale
+        self.history_guidance, self.context_noise = history_guidance, context_noise
         self.noise_prior, self.noise_strength = noise_prior, noise_strength
         self.generator = generator if generator is not None else torch.Generator().manual_seed(int(seed))
         self.keyframe_extras = keyframe_extras
@@ -344,11 +345,14 @@ class _Run:
         shape = (1, self.c, frames, self.hz, self.wz)
         return self.pipe.initial_noise(shape, self.noise_prior, self.noise_strength, self.generator).to(self.pipe.device)
 
-    def sample(self, noise: Tensor, prompt: str, given: Tensor | None, given_index) -> Tensor:
+    def sample(self, noise: Tensor, prompt: str, given: Tensor | None, given_index, generated: bool = True) -> Tensor:
+        """Sample one window; `generated`: its given frames come from earlier windows (not from
+        the user's image or video), so they get `context_noise`."""
         return self.pipe.denoise_latents(
             noise, self.text(prompt), uncond_text=self.uncond, guidance_scale=self.scale, given=given,
-            given_index=given_index, sampler=self.sampler, num_inference_steps=self.steps,
-            generator=self.generator, progress=self.progress)
+            given_index=given_index, history_guidance=self.history_guidance,
+            context_noise=self.context_noise if generated else 0.0, sampler=self.sampler,
+            num_inference_steps=self.steps, generator=self.generator, progress=self.progress)
 
     def plan(self, total: int, schedule_frame=None) -> list[WindowInfo]:
         """Sliding windows over `total` latents (video frames mapped by `schedule_frame`)."""
@@ -373,7 +377,7 @@ def _sliding_latents(run: _Run, infos: list[WindowInfo], first_given: Tensor | N
             given, idx = first_given, info.held_index
         else:
             given, idx = prev[:, :, prev.shape[2] - info.held:], info.held_index
-        latents = run.sample(run.noise(n), info.prompt, given, idx)
+        latents = run.sample(run.noise(n), info.prompt, given, idx, generated=info.index > 0)
         yield info, latents
         prev = latents
 
@@ -488,6 +492,11 @@ _LONG_DOC = """
     image / video: first frame / leading frames to continue (held in the first window).
     keyframe_extras: scalar conditions for the keyframe pass (e.g. {"fps": 1.0}).
     guidance_scale: a number, or a (min, max) ramp over each window's latent frames.
+    history_guidance: h > 1 pulls each window towards what its held frames imply and away from
+        the text-only prior (history guidance on the overlap / first frame / keyframes); 1 is off.
+    context_noise: t_c > 0 shows each window its generated held frames (overlap, keyframes) noised
+        to t_c, for models trained with `diffusion.context_noise`: they then correct small errors
+        of their context instead of copying them; 0 (default) holds them clean.
     Other arguments as `VideoPipeline.__call__`; batch size 1."""
 
 
@@ -496,15 +505,16 @@ def iter_windows(pipe, prompt: str | None = None, *, prompts=None, num_frames: i
                  window: int | None = None, overlap: int = 1, mode: str = "window", overlap_space: str = "latent",
                  negative_prompt: str = "", image=None, video=None, height: int | None = None,
                  width: int | None = None, num_inference_steps: int | None = None, guidance_scale=None,
-                 sampler: str | None = None, noise_prior: str = "independent", noise_strength: float = 0.5,
+                 history_guidance: float = 1.0, context_noise: float = 0.0, sampler: str | None = None,
+                 noise_prior: str = "independent", noise_strength: float = 0.5,
                  seed: int = 0, generator: torch.Generator | None = None, keyframe_extras: dict | None = None,
                  progress: bool = False) -> Iterator[WindowChunk]:
     """Generate a long video window by window, yielding each window's new video frames as soon
     as they are final (`WindowChunk`); concatenated they are the whole video.
     """
     run = _Run(pipe, prompt, prompts, num_frames, window, overlap, mode, overlap_space, negative_prompt, image,
-               video, height, width, num_inference_steps, guidance_scale, sampler, noise_prior, noise_strength,
-               seed, generator, keyframe_extras, progress)
+               video, height, width, num_inference_steps, guidance_scale, history_guidance, context_noise, sampler,
+               noise_prior, noise_strength, seed, generator, keyframe_extras, progress)
     if mode == "window":
         yield from _iter_window_mode(run)
     elif mode == "fuse":
@@ -521,7 +531,8 @@ def generate_long(pipe, prompt: str | None = None, *, prompts=None, num_frames: 
                   window: int | None = None, overlap: int = 1, mode: str = "window", overlap_space: str = "latent",
                   negative_prompt: str = "", image=None, video=None, height: int | None = None,
                   width: int | None = None, num_inference_steps: int | None = None, guidance_scale=None,
-                  sampler: str | None = None, noise_prior: str = "independent", noise_strength: float = 0.5,
+                  history_guidance: float = 1.0, context_noise: float = 0.0, sampler: str | None = None,
+                  noise_prior: str = "independent", noise_strength: float = 0.5,
                   seed: int = 0, generator: torch.Generator | None = None, keyframe_extras: dict | None = None,
                   return_latents: bool = False, progress: bool = False) -> LongOutput:
     """Generate a whole long video (`LongOutput`).
@@ -533,8 +544,8 @@ def generate_long(pipe, prompt: str | None = None, *, prompts=None, num_frames: 
     """
     t0 = time.perf_counter()
     run = _Run(pipe, prompt, prompts, num_frames, window, overlap, mode, overlap_space, negative_prompt, image,
-               video, height, width, num_inference_steps, guidance_scale, sampler, noise_prior, noise_strength,
-               seed, generator, keyframe_extras, progress)
+               video, height, width, num_inference_steps, guidance_scale, history_guidance, context_noise, sampler,
+               noise_prior, noise_strength, seed, generator, keyframe_extras, progress)
     keyframes: list[int] = []
     if mode == "window" and overlap_space == "pixel":
         chunks = list(_iter_window_mode(run))

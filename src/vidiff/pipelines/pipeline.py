@@ -274,19 +274,25 @@ class VideoPipeline:
             cond.frame_mask, cond.image_latent = frame_mask, image_latent
         return cond
 
-    def held_times(self, times: Tensor, batch: int, frames: int, given_index: int | Sequence[int]) -> Tensor:
-        """A time grid `[N+1]` -> per-frame `[N+1, B, F]` with the given frames at t = 0 throughout."""
+    def held_times(self, times: Tensor, batch: int, frames: int, given_index: int | Sequence[int],
+                   level: float = 0.0) -> Tensor:
+        """A time grid `[N+1]` -> per-frame `[N+1, B, F]` with the given frames at t = `level`
+        (0: clean) throughout."""
         held = torch.zeros(batch, frames, dtype=torch.bool, device=times.device)
         held[:, self.given_indices(given_index, frames)] = True
-        return torch.where(held, torch.zeros((), dtype=times.dtype, device=times.device),
+        return torch.where(held, torch.full((), level, dtype=times.dtype, device=times.device),
                            times[:, None, None].expand(-1, batch, frames))
 
     def make_denoiser(self, text: tuple[Tensor, Tensor], latent_shape: tuple[int, ...], *,
                       uncond_text: tuple[Tensor, Tensor] | None = None, guidance_scale=1.0,
-                      given: Tensor | None = None, given_index: int | Sequence[int] = 0):
+                      given: Tensor | None = None, given_index: int | Sequence[int] = 0,
+                      history_guidance: float = 1.0, generator: torch.Generator | None = None):
         """`denoise(x_t, t) -> x0_hat` for latents of `latent_shape` `(C, F, H, W)`: text (and
         given frames) conditioning, classifier-free guidance when `uncond_text` is given and the
-        scale is not 1. `guidance_scale`: a number, a (min, max) per-frame ramp or an `[F]` tensor."""
+        scale is not 1. `guidance_scale`: a number, a (min, max) per-frame ramp or an `[F]` tensor.
+        `history_guidance` h != 1 with given frames adds history guidance
+        (`vidiff.diffusion.history_guided_denoiser`; its noise for the given frames comes from
+        `generator`)."""
         tokens, mask = text
         batch, fz = tokens.shape[0], latent_shape[1]
         sch = self.scheduler
@@ -294,35 +300,78 @@ class VideoPipeline:
         scale = guidance_scale
         if isinstance(scale, tuple):
             scale = D.guidance_ramp(scale[0], scale[1], fz)
-        model_fn = self.transformer
+        model_fn, uncond = self.transformer, None
         if uncond_text is not None and not (isinstance(scale, (int, float)) and float(scale) == 1.0):
             uncond = self.build_condition(*uncond_text, given, given_index, batch, latent_shape)
             model_fn = D.guided_denoiser(self.transformer, cond, uncond, scale)
-        return D.x0_denoiser(model_fn, sch.make_schedule(), sch.prediction_type, cond)
+        schedule = sch.make_schedule()
+        if given is not None and float(history_guidance) != 1.0:
+            free = self.build_condition(tokens, mask, None, given_index, batch, latent_shape)
+            if cond.frame_mask is not None:
+                free.frame_mask, free.image_latent = torch.zeros_like(cond.frame_mask), torch.zeros_like(cond.image_latent)
+            noise = D.independent_noise((batch, *latent_shape), generator=generator).to(self.device)
+            free_input = self._history_free_input(self.given_indices(given_index, fz), noise, schedule)
+            model_fn = D.history_guided_denoiser(self.transformer, cond, uncond, free, scale, float(history_guidance),
+                                                 free_input)
+        return D.x0_denoiser(model_fn, schedule, sch.prediction_type, cond)
+
+    @staticmethod
+    def _history_free_input(idx: list[int], noise: Tensor, schedule):
+        """The history-free branch's input: given frames (held at t = 0) noised to the generated
+        frames' level, `alpha(t) x_given + sigma(t) noise`, at that t (per-frame time `[B, F]`).
+        Models that take given frames only as channels (no held frames) keep `x_t, t`."""
+        held = torch.zeros(noise.shape[2], dtype=torch.bool, device=noise.device)
+        held[idx] = True
+
+        def free_input(x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+            if t.ndim < 2:
+                return x_t, t
+            t_gen = t.masked_fill(held, float("-inf")).amax(dim=1, keepdim=True).expand_as(t)
+            alpha, sigma = D.schedule_coefficients(t_gen, x_t, schedule)
+            noised = alpha * x_t + sigma * noise.expand_as(x_t).to(x_t.dtype)
+            return torch.where(held[None, None, :, None, None], noised, x_t), t_gen
+
+        return free_input
 
     def denoise_latents(self, noise: Tensor, text: tuple[Tensor, Tensor], *,
                         uncond_text: tuple[Tensor, Tensor] | None = None, guidance_scale=1.0,
                         given: Tensor | None = None, given_index: int | Sequence[int] = 0,
-                        sampler: str | None = None, num_inference_steps: int | None = None,
-                        generator: torch.Generator | None = None, progress: bool = False, callback=None) -> Tensor:
+                        history_guidance: float = 1.0, context_noise: float = 0.0, sampler: str | None = None,
+                        num_inference_steps: int | None = None, generator: torch.Generator | None = None,
+                        progress: bool = False, callback=None) -> Tensor:
         """Sample latents from `noise` `[B, C, F, H, W]` with the given frames (if any) at
         `given_index` held clean (`image_conditioning="clean_frames"`: placed into x and kept at
-        t = 0, so they come back bit-identical) and/or passed as channels (concat models)."""
+        t = 0, so they come back bit-identical) and/or passed as channels (concat models).
+
+        context_noise t_c > 0: the model sees the given frames noised once to `t_c`,
+        `alpha(t_c) x + sigma(t_c) eps`, held at that time (and so in the channels), for models
+        trained with `diffusion.context_noise`; the result still holds the clean given frames."""
         sch = self.scheduler
         sampler = sampler or sch.sampler
         steps = num_inference_steps or sch.num_inference_steps
         b, c, fz, hz, wz = noise.shape
+        if not 0 <= context_noise < 1:
+            raise ValueError(f"context_noise must be in [0, 1), got {context_noise}")
+        clean = given
+        if given is not None and context_noise > 0:
+            alpha, sigma = sch.make_schedule().alpha_sigma(torch.tensor(float(context_noise), dtype=torch.float64))
+            eps = D.independent_noise(tuple(given.shape), generator=generator).to(given)
+            given = float(alpha) * given + float(sigma) * eps
         denoise = self.make_denoiser(text, (c, fz, hz, wz), uncond_text=uncond_text, guidance_scale=guidance_scale,
-                                     given=given, given_index=given_index)
+                                     given=given, given_index=given_index, history_guidance=history_guidance,
+                                     generator=generator)
         x = noise.clone()
         times = sch.times(sampler, steps).to(self.device)
         if given is not None and self.config.image_conditioning == "clean_frames":
             idx = self.given_indices(given_index, fz)
             if given.shape[2] != len(idx):
                 raise ValueError(f"{given.shape[2]} given latent frames but {len(idx)} indices {idx}")
-            times = self.held_times(times, b, fz, idx)
+            times = self.held_times(times, b, fz, idx, level=float(context_noise))
             x[:, :, idx] = given.to(x.dtype).expand(b, -1, -1, -1, -1)
-        return sch.sample(denoise, x, times, sampler, generator=generator, progress=progress, callback=callback)
+        out = sch.sample(denoise, x, times, sampler, generator=generator, progress=progress, callback=callback)
+        if clean is not given and self.config.image_conditioning == "clean_frames":
+            out[:, :, self.given_indices(given_index, fz)] = clean.to(out.dtype).expand(b, -1, -1, -1, -1)
+        return out
 
     # -- generation -----------------------------------------------------------------------------
 
@@ -339,6 +388,7 @@ class VideoPipeline:
         width: int | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | tuple[float, float] | Tensor | None = None,
+        history_guidance: float = 1.0,
         sampler: str | None = None,
         noise_prior: str = "independent",
         noise_strength: float = 0.5,
@@ -355,6 +405,8 @@ class VideoPipeline:
         video: optional leading frames uint8 [K,H,W,3] (continuation); K is cut to 1 + r*m.
         guidance_scale: a number, a (min, max) pair for an SVD-style per-frame ramp, or a
             per-latent-frame tensor [F_z]. 1 disables classifier-free guidance (one forward).
+        history_guidance: h > 1 strengthens the given frames (image / video) against the text-only
+            prior (history guidance, one more model branch); 1 (default) is off.
         noise_prior: "independent", "mixed" (shared fraction = noise_strength) or
             "progressive" (AR(1) correlation = noise_strength) initial noise over frames.
         """
@@ -382,8 +434,9 @@ class VideoPipeline:
         uncond_text = self.encode_prompts([negative_prompt] * batch) if use_cfg else None
         x = self.initial_noise((batch, c, fz, hz, wz), noise_prior, noise_strength, generator).to(self.device)
         latents = self.denoise_latents(x, text, uncond_text=uncond_text, guidance_scale=scale, given=given,
-                                       given_index=n_given, sampler=sampler, num_inference_steps=steps,
-                                       generator=generator, progress=progress, callback=callback)
+                                       given_index=n_given, history_guidance=history_guidance, sampler=sampler,
+                                       num_inference_steps=steps, generator=generator, progress=progress,
+                                       callback=callback)
         out = np.stack([tensor_to_frames(video) for video in self.decode_latents(latents)])
         return PipelineOutput(frames=out[0] if single else out, latents=latents if return_latents else None,
                               seconds=time.perf_counter() - t0)

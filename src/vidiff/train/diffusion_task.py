@@ -10,12 +10,13 @@ One training example (latents x0 `[B, C, F, H, W]`, normalised; captions):
                   | no frame                otherwise (text-to-video)
     t  [B, F]    ~ logit-normal or uniform, shifted; one t per clip, or per frame with
                    probability independent_frame_prob
-    t = 0 where frame_mask = 1
+    t = 0 where frame_mask = 1, or t_c ~ U(0, context_noise) per sample when context_noise > 0
     x_t = alpha(t) x0 + sigma(t) eps        (x_t = x0 exactly where t = 0)
     pred = model(x_t, t, Conditioning(text, text_mask[, frame_mask, image_latent]))
     loss = diffusion_loss(pred, x0, eps, t, schedule, prediction_type, frame_mask=frame_mask)
 
-so a held frame gets t = 0, is seen clean, and counts for nothing in the loss, which is exactly
+so a held frame gets t = 0 (or the small context level t_c), is seen clean (or slightly noisy,
+in x_t and in the image-latent channels alike), and counts for nothing in the loss, which is exactly
 how `VideoPipeline` conditions on a first frame (per-frame time, plus the mask and latent
 channels for models built with image_condition="concat"). All randomness comes from the
 trainer's checkpointed generator, in a fixed order, so resume is exact.
@@ -42,7 +43,8 @@ from vidiff.train.recipe import DiffusionSection, RunConfig, denoiser_config
 
 __all__ = [
     "DiffusionModel", "build_text_encoder", "build_denoiser", "build_diffusion_model", "uses_concat",
-    "make_schedule", "sample_training_times", "make_diffusion_loss", "latent_cache_dir", "latent_cache_key",
+    "make_schedule", "sample_training_times", "noise_held_frames", "make_diffusion_loss", "latent_cache_dir",
+    "latent_cache_key",
     "cache_samples", "ensure_latent_cache", "diffusion_data", "scheduler_config", "pipeline_config",
     "make_pipeline", "make_diffusion_validate", "export_pipeline",
 ]
@@ -200,6 +202,15 @@ def training_frame_mask(d: DiffusionSection, batch: int, frames: int, generator:
     return (i2v | cont | interp).float()
 
 
+def noise_held_frames(x0: Tensor, eps: Tensor, t: Tensor, frame_mask: Tensor, t_c: Tensor, schedule
+                      ) -> tuple[Tensor, Tensor]:
+    """Context noise augmentation: held frames (frame_mask = 1) of sample b move to time `t_c[b]`,
+    `x_t = alpha(t_c) x0 + sigma(t_c) eps` there; other frames keep `t` and their `x_t`.
+    Returns `(x_t, t)` for the whole clip, as `add_noise` does."""
+    t = torch.where(frame_mask.bool(), t_c[:, None].to(t.dtype).expand_as(t), t)
+    return D.add_noise(x0, eps, t, schedule)
+
+
 def make_diffusion_loss(cfg: RunConfig):
     """`loss_fn(model, batch, generator)`: see the module docstring. `batch` is
     `{"latents": [B, C, F, H, W], "caption": [str] * B}`."""
@@ -218,11 +229,14 @@ def make_diffusion_loss(cfg: RunConfig):
         t = sample_training_times(d, b, f, generator, gen_device).to(device)
         eps = torch.randn(x0.shape, generator=generator, device=gen_device).to(device)
         x_t, t = D.add_noise(x0, eps, t, schedule, frame_mask)
+        if d.context_noise > 0:  # drawn only then, so recipes without it keep their random stream
+            t_c = torch.rand(b, generator=generator, device=gen_device).to(device) * d.context_noise
+            x_t, t = noise_held_frames(x0, eps, t, frame_mask, t_c, schedule)
         raw = model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
         mask_in = latent_in = None
         if uses_concat(raw.denoiser):
             mask_in = frame_mask
-            latent_in = torch.where(frame_mask.bool()[:, None, :, None, None], x0, torch.zeros_like(x0))
+            latent_in = torch.where(frame_mask.bool()[:, None, :, None, None], x_t, torch.zeros_like(x0))
         pred = model(x_t, t, captions, frame_mask=mask_in, image_latent=latent_in)
         return D.diffusion_loss(pred.float(), x0, eps, t, schedule, d.prediction_type, frame_mask=frame_mask)
 

@@ -229,6 +229,10 @@ class DiffusionSection:
     continuation_prob: share whose first k latent frames are held, k uniform in
         1..max_context_frames (sliding-window continuation of a long video).
     interpolation_prob: share whose first and last latent frames are held (keyframe in-betweening).
+    context_noise: held frames are noised to a level `t_c ~ U(0, context_noise)` per sample
+        (given to the model as their per-frame time, and as the image-latent channels), so that
+        the model learns not to copy its context's small errors: noise augmentation of the
+        context against autoregressive drift (GameNGen, Valevski et al. 2024). 0 holds them clean.
     sampler, sampling_steps, sampling_shift, guidance_scale: the exported SchedulerConfig.
     """
 
@@ -246,6 +250,7 @@ class DiffusionSection:
     continuation_prob: float = 0.0
     max_context_frames: int = 2
     interpolation_prob: float = 0.0
+    context_noise: float = 0.0
     sampler: Literal["euler", "heun", "unipc", "dpmpp_2m", "ddim", "ddpm"] = "euler"
     sampling_steps: int = 24
     sampling_shift: float = 1.0
@@ -257,6 +262,8 @@ class DiffusionSection:
         for name in ("independent_frame_prob", "caption_dropout", "i2v_prob", "continuation_prob", "interpolation_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"diffusion.{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.context_noise < 1.0:
+            raise ValueError(f"diffusion.context_noise must be in [0, 1), got {self.context_noise}")
         held = self.i2v_prob + self.continuation_prob + self.interpolation_prob
         if held > 1.0 + 1e-9:
             raise ValueError(f"diffusion.i2v_prob + continuation_prob + interpolation_prob must be <= 1, got {held:g}")
