@@ -107,7 +107,8 @@ def evaluate_mode(pipe, mode: str, args) -> dict:
             short = pipe(cap, seed=seed, progress=False).frames
             out = generate_long(pipe, cap, num_frames=long_frames, window=args.window, overlap=args.overlap,
                                 mode=mode, overlap_space=args.overlap_space, seed=seed,
-                                history_guidance=args.history_guidance, context_noise=args.context_noise)
+                                history_guidance=args.history_guidance, context_noise=args.context_noise,
+                                guidance_scale=args.guidance)
             s_row = evaluate_video(short, cap)
             l_row = evaluate_video(out.frames, cap)
             seam = boundary_change_ratio(out.frames, out.boundaries)
@@ -133,7 +134,8 @@ def evaluate_mode(pipe, mode: str, args) -> dict:
         for seed in range(args.seeds):
             out = generate_long(pipe, prompts=schedule, num_frames=long_frames, window=args.window,
                                 overlap=args.overlap, mode=mode, overlap_space=args.overlap_space, seed=seed,
-                                history_guidance=args.history_guidance, context_noise=args.context_noise)
+                                history_guidance=args.history_guidance, context_noise=args.context_noise,
+                                guidance_scale=args.guidance)
             row = {"captions": [first, then], "seed": seed, "segments": []}
             for cap, a, b in schedule_runs(out.windows):
                 judged = evaluate_video(out.frames[a:b], cap)
@@ -232,6 +234,9 @@ def main(argv=None) -> int:
     p.add_argument("--overlap-space", default="latent", choices=("latent", "pixel"))
     p.add_argument("--window", type=int, help="latent frames per window (default: the model's clip length)")
     p.add_argument("--overlap", type=int, default=1)
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance of the long videos (default: the model's); the 17-frame "
+                        "reference keeps the model's default")
     p.add_argument("--context-noise", type=float, default=0.0,
                    help="noise level t_c of each window's generated held frames (0 = clean)")
     p.add_argument("--history-guidance", type=float, default=1.0,
