@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--history-guidance", type=float, default=1.0, metavar="H",
-                   help="history guidance on the given frames (--image, long-video overlaps); 1 = off")
+                   help="history guidance on the given frames (--image, long-video overlaps): >1 holds them "
+                        "harder, <1 looser (e.g. 0.5: less drift in long videos); 1 = off")
     p.add_argument("--sampler", help="euler | heun | unipc | dpmpp_2m | ddim | ddpm")
     p.add_argument("--noise-prior", default="independent", choices=("independent", "mixed", "progressive"))
     p.add_argument("--noise-strength", type=float, default=0.5, help="shared fraction / AR(1) correlation")

@@ -73,8 +73,9 @@ def history_guided_denoiser(model_fn: Callable, cond, uncond, free, scale: float
     (given-frame channels zeroed) on the input `free_input(x_t, t) -> (x_f, t_f)`, which noises
     the given frames to the level of the generated ones, so the model sees them only as noisy
     frames. `h = 1` is classifier-free guidance alone; `h > 1` pulls the generated frames towards
-    what the given ones imply (identity, motion) and away from the text-only prior. With `uncond`
-    None the text term is left out (one branch fewer). All branches run in one forward pass.
+    what the given ones imply (identity, motion) and away from the text-only prior; `0 < h < 1`
+    interpolates towards that prior. With `uncond` None the text term is left out (one branch
+    fewer). All branches run in one forward pass.
     """
     if uncond is None:
         batched_cond = _cat_conditions(cond, free)

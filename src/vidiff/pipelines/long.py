@@ -398,7 +398,7 @@ def _iter_window_mode(run: _Run) -> Iterator[WindowChunk]:
             given, idx = run.given, info.held_index
         else:
             given, idx = run.pipe.encode_frames(tail[:, :, -(1 + run.r * (info.held - 1)):]), info.held_index
-        lat = run.sample(run.noise(n), info.prompt, given, idx)
+        lat = run.sample(run.noise(n), info.prompt, given, idx, generated=info.index > 0)
         video = run.pipe.decode_latents(lat)
         new = video if info.index == 0 else video[:, :, 1 + run.r * (info.held - 1):]
         tail = video
@@ -492,8 +492,9 @@ _LONG_DOC = """
     image / video: first frame / leading frames to continue (held in the first window).
     keyframe_extras: scalar conditions for the keyframe pass (e.g. {"fps": 1.0}).
     guidance_scale: a number, or a (min, max) ramp over each window's latent frames.
-    history_guidance: h > 1 pulls each window towards what its held frames imply and away from
-        the text-only prior (history guidance on the overlap / first frame / keyframes); 1 is off.
+    history_guidance: history guidance on the held frames (overlap / first frame / keyframes): h > 1
+        pulls each window towards what they imply, h < 1 towards the prediction without them (less
+        drift over long videos, at the price of seams; README "Long videos"); 1 is off.
     context_noise: t_c > 0 shows each window its generated held frames (overlap, keyframes) noised
         to t_c, for models trained with `diffusion.context_noise`: they then correct small errors
         of their context instead of copying them; 0 (default) holds them clean.

@@ -405,8 +405,9 @@ class VideoPipeline:
         video: optional leading frames uint8 [K,H,W,3] (continuation); K is cut to 1 + r*m.
         guidance_scale: a number, a (min, max) pair for an SVD-style per-frame ramp, or a
             per-latent-frame tensor [F_z]. 1 disables classifier-free guidance (one forward).
-        history_guidance: h > 1 strengthens the given frames (image / video) against the text-only
-            prior (history guidance, one more model branch); 1 (default) is off.
+        history_guidance: h > 1 strengthens the given frames (image / video) against the
+            prediction without them, h < 1 weakens them (history guidance, one more model branch);
+            1 (default) is off.
         noise_prior: "independent", "mixed" (shared fraction = noise_strength) or
             "progressive" (AR(1) correlation = noise_strength) initial noise over frames.
         """
