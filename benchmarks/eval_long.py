@@ -100,15 +100,15 @@ def evaluate_mode(pipe, mode: str, args) -> dict:
     long_frames = 1 + args.multiple * (short_frames - 1)
     long_frames = 1 + (long_frames - 1) // r * r
     captions = DRIFT_CAPTIONS[: args.captions]
+    settings = dict(window=args.window, overlap=args.overlap, mode=mode, overlap_space=args.overlap_space,
+                    guidance_scale=args.guidance, history_guidance=args.history_guidance,
+                    context_noise=args.context_noise)
     short_rows, long_rows = [], []
     for cap in captions:
         for seed in range(args.seeds):
             t0 = time.perf_counter()
             short = pipe(cap, seed=seed, progress=False).frames
-            out = generate_long(pipe, cap, num_frames=long_frames, window=args.window, overlap=args.overlap,
-                                mode=mode, overlap_space=args.overlap_space, seed=seed,
-                                history_guidance=args.history_guidance, context_noise=args.context_noise,
-                                guidance_scale=args.guidance)
+            out = generate_long(pipe, cap, num_frames=long_frames, seed=seed, **settings)
             s_row = evaluate_video(short, cap)
             l_row = evaluate_video(out.frames, cap)
             seam = boundary_change_ratio(out.frames, out.boundaries)
@@ -132,10 +132,7 @@ def evaluate_mode(pipe, mode: str, args) -> dict:
     for first, then in SCHEDULE_PAIRS[: args.pairs]:
         schedule = alternating_schedule(first, then, args.multiple, segment)
         for seed in range(args.seeds):
-            out = generate_long(pipe, prompts=schedule, num_frames=long_frames, window=args.window,
-                                overlap=args.overlap, mode=mode, overlap_space=args.overlap_space, seed=seed,
-                                history_guidance=args.history_guidance, context_noise=args.context_noise,
-                                guidance_scale=args.guidance)
+            out = generate_long(pipe, prompts=schedule, num_frames=long_frames, seed=seed, **settings)
             row = {"captions": [first, then], "seed": seed, "segments": []}
             for cap, a, b in schedule_runs(out.windows):
                 judged = evaluate_video(out.frames[a:b], cap)

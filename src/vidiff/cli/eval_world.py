@@ -212,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             raise CLIError("--json OUT is required when evaluating a model (there is no video folder to write into)")
     report = _json_safe({"aggregate": aggregate(rows), "settings": settings,
-                         "machine": machine_info(getattr(args, "device", "cpu")), "videos": rows})
+                         "machine": machine_info(args.device), "videos": rows})
     out = args.json or os.path.join(args.videos, "world_report.json")
     try:
         write_json(out, report)

@@ -16,16 +16,18 @@ def guidance_ramp(min_scale: float, max_scale: float, frames: int) -> Tensor:
     return torch.linspace(min_scale, max_scale, frames)
 
 
-def _cat_conditions(cond, uncond):
-    if isinstance(cond, Tensor):
-        return torch.cat([cond, uncond])
-    if cond is None and uncond is None:
+def _cat_conditions(conds: list):
+    """One batch from the branches' conditions (Tensors, all None, or a type with `cat(list)`)."""
+    first = conds[0]
+    if isinstance(first, Tensor):
+        return torch.cat(conds)
+    if all(c is None for c in conds):
         return None
-    cat = getattr(type(cond), "cat", None)
+    cat = getattr(type(first), "cat", None)
     if cat is None:
-        raise TypeError(f"cannot batch conditions of type {type(cond).__name__}: need a Tensor or a "
+        raise TypeError(f"cannot batch conditions of type {type(first).__name__}: need a Tensor or a "
                         "type with a `cat([a, b])` method such as vidiff Conditioning")
-    return cat([cond, uncond])
+    return cat(conds)
 
 
 def guided_denoiser(model_fn: Callable, cond, uncond, scale: float | Tensor) -> Callable:
@@ -40,7 +42,7 @@ def guided_denoiser(model_fn: Callable, cond, uncond, scale: float | Tensor) -> 
     Returns `guided(x_t, t, cond=None) -> prediction` with the model's signature (the `cond`
     argument is ignored), ready for `prediction.x0_denoiser`.
     """
-    batched_cond = _cat_conditions(cond, uncond)
+    batched_cond = _cat_conditions([cond, uncond])
 
     def guided(x_t: Tensor, t: Tensor, _cond=None) -> Tensor:
         t2 = t.expand(x_t.shape[0]) if t.ndim == 0 else t
@@ -77,19 +79,15 @@ def history_guided_denoiser(model_fn: Callable, cond, uncond, free, scale: float
     interpolates towards that prior. With `uncond` None the text term is left out (one branch
     fewer). All branches run in one forward pass.
     """
-    if uncond is None:
-        batched_cond = _cat_conditions(cond, free)
-    else:
-        cat = torch.cat if isinstance(cond, Tensor) else type(cond).cat
-        batched_cond = cat([cond, uncond, free])
+    branches = [cond, free] if uncond is None else [cond, uncond, free]
+    batched_cond = _cat_conditions(branches)
 
     def guided(x_t: Tensor, t: Tensor, _cond=None) -> Tensor:
         t2 = t.expand(x_t.shape[0]) if t.ndim == 0 else t
         x_f, t_f = free_input(x_t, t2)
-        xs, ts = [x_t, x_t, x_f], [t2, t2, t_f]
-        if uncond is None:
-            del xs[1], ts[1]
-        out = model_fn(torch.cat(xs), torch.cat(ts), batched_cond).chunk(len(xs))
+        same = len(branches) - 1  # branches that see x_t itself
+        out = model_fn(torch.cat([x_t] * same + [x_f]), torch.cat([t2] * same + [t_f]), batched_cond)
+        out = out.chunk(len(branches))
         pred_c, pred_f = out[0], out[-1]
         pred = pred_c + (history_scale - 1.0) * (pred_c - pred_f)
         if uncond is not None:

@@ -17,10 +17,11 @@ def per_frame_time(t: Tensor, frames: int) -> Tensor:
     raise ValueError(f"timestep must be [B] or [B, {frames}], got shape {tuple(t.shape)}")
 
 
-def add_noise(x0: Tensor, eps: Tensor, t: Tensor, schedule, frame_mask: Tensor | None = None
-              ) -> tuple[Tensor, Tensor]:
+def add_noise(x0: Tensor, eps: Tensor, t: Tensor, schedule, frame_mask: Tensor | None = None,
+              held_time: Tensor | float = 0.0) -> tuple[Tensor, Tensor]:
     """`x_t = alpha(t) x0 + sigma(t) eps` with per-frame time; frames with `frame_mask = 1` are
-    held clean (t = 0, x_t = x0 exactly).
+    held at `held_time` (a number or `[B]`, one per sample): by default clean (t = 0, x_t = x0
+    exactly), or slightly noisy for context-noise augmentation.
 
     Returns `(x_t, t_frames)` with `t_frames` `[B, F]`, the time to give the model.
     """
@@ -28,7 +29,9 @@ def add_noise(x0: Tensor, eps: Tensor, t: Tensor, schedule, frame_mask: Tensor |
         raise ValueError(f"x0 {tuple(x0.shape)} and eps {tuple(eps.shape)} differ in shape")
     t = per_frame_time(t, x0.shape[2])
     if frame_mask is not None:
-        t = torch.where(frame_mask.to(torch.bool), torch.zeros_like(t), t)
+        held = torch.as_tensor(held_time, dtype=t.dtype, device=t.device)
+        held = held[:, None].expand_as(t) if held.ndim == 1 else held.expand_as(t)
+        t = torch.where(frame_mask.to(torch.bool), held, t)
     a, s = schedule_coefficients(t, x0, schedule)
     x_t = torch.where(s == 0, x0, a * x0 + s * eps)
     return x_t, t

@@ -25,7 +25,7 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -300,19 +300,21 @@ class VideoPipeline:
         scale = guidance_scale
         if isinstance(scale, tuple):
             scale = D.guidance_ramp(scale[0], scale[1], fz)
-        model_fn, uncond = self.transformer, None
+        uncond = None
         if uncond_text is not None and not (isinstance(scale, (int, float)) and float(scale) == 1.0):
             uncond = self.build_condition(*uncond_text, given, given_index, batch, latent_shape)
-            model_fn = D.guided_denoiser(self.transformer, cond, uncond, scale)
         schedule = sch.make_schedule()
         if given is not None and float(history_guidance) != 1.0:
-            free = self.build_condition(tokens, mask, None, given_index, batch, latent_shape)
-            if cond.frame_mask is not None:
-                free.frame_mask, free.image_latent = torch.zeros_like(cond.frame_mask), torch.zeros_like(cond.image_latent)
+            free = cond if cond.frame_mask is None else replace(
+                cond, frame_mask=torch.zeros_like(cond.frame_mask), image_latent=torch.zeros_like(cond.image_latent))
             noise = D.independent_noise((batch, *latent_shape), generator=generator).to(self.device)
             free_input = self._history_free_input(self.given_indices(given_index, fz), noise, schedule)
             model_fn = D.history_guided_denoiser(self.transformer, cond, uncond, free, scale, float(history_guidance),
                                                  free_input)
+        elif uncond is not None:
+            model_fn = D.guided_denoiser(self.transformer, cond, uncond, scale)
+        else:
+            model_fn = self.transformer
         return D.x0_denoiser(model_fn, schedule, sch.prediction_type, cond)
 
     @staticmethod
@@ -327,8 +329,7 @@ class VideoPipeline:
             if t.ndim < 2:
                 return x_t, t
             t_gen = t.masked_fill(held, float("-inf")).amax(dim=1, keepdim=True).expand_as(t)
-            alpha, sigma = D.schedule_coefficients(t_gen, x_t, schedule)
-            noised = alpha * x_t + sigma * noise.expand_as(x_t).to(x_t.dtype)
+            noised, _ = D.add_noise(x_t, noise.expand_as(x_t).to(x_t.dtype), t_gen, schedule)
             return torch.where(held[None, None, :, None, None], noised, x_t), t_gen
 
         return free_input
@@ -353,10 +354,11 @@ class VideoPipeline:
         if not 0 <= context_noise < 1:
             raise ValueError(f"context_noise must be in [0, 1), got {context_noise}")
         clean = given
-        if given is not None and context_noise > 0:
-            alpha, sigma = sch.make_schedule().alpha_sigma(torch.tensor(float(context_noise), dtype=torch.float64))
+        noisy_context = given is not None and context_noise > 0
+        if noisy_context:
             eps = D.independent_noise(tuple(given.shape), generator=generator).to(given)
-            given = float(alpha) * given + float(sigma) * eps
+            level = torch.full((given.shape[0],), float(context_noise), device=given.device)
+            given, _ = D.add_noise(given, eps, level, sch.make_schedule())
         denoise = self.make_denoiser(text, (c, fz, hz, wz), uncond_text=uncond_text, guidance_scale=guidance_scale,
                                      given=given, given_index=given_index, history_guidance=history_guidance,
                                      generator=generator)
@@ -369,7 +371,7 @@ class VideoPipeline:
             times = self.held_times(times, b, fz, idx, level=float(context_noise))
             x[:, :, idx] = given.to(x.dtype).expand(b, -1, -1, -1, -1)
         out = sch.sample(denoise, x, times, sampler, generator=generator, progress=progress, callback=callback)
-        if clean is not given and self.config.image_conditioning == "clean_frames":
+        if noisy_context and self.config.image_conditioning == "clean_frames":
             out[:, :, self.given_indices(given_index, fz)] = clean.to(out.dtype).expand(b, -1, -1, -1, -1)
         return out
 

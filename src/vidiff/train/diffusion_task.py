@@ -43,8 +43,7 @@ from vidiff.train.recipe import DiffusionSection, RunConfig, denoiser_config
 
 __all__ = [
     "DiffusionModel", "build_text_encoder", "build_denoiser", "build_diffusion_model", "uses_concat",
-    "make_schedule", "sample_training_times", "noise_held_frames", "make_diffusion_loss", "latent_cache_dir",
-    "latent_cache_key",
+    "make_schedule", "sample_training_times", "make_diffusion_loss", "latent_cache_dir", "latent_cache_key",
     "cache_samples", "ensure_latent_cache", "diffusion_data", "scheduler_config", "pipeline_config",
     "make_pipeline", "make_diffusion_validate", "export_pipeline",
 ]
@@ -202,15 +201,6 @@ def training_frame_mask(d: DiffusionSection, batch: int, frames: int, generator:
     return (i2v | cont | interp).float()
 
 
-def noise_held_frames(x0: Tensor, eps: Tensor, t: Tensor, frame_mask: Tensor, t_c: Tensor, schedule
-                      ) -> tuple[Tensor, Tensor]:
-    """Context noise augmentation: held frames (frame_mask = 1) of sample b move to time `t_c[b]`,
-    `x_t = alpha(t_c) x0 + sigma(t_c) eps` there; other frames keep `t` and their `x_t`.
-    Returns `(x_t, t)` for the whole clip, as `add_noise` does."""
-    t = torch.where(frame_mask.bool(), t_c[:, None].to(t.dtype).expand_as(t), t)
-    return D.add_noise(x0, eps, t, schedule)
-
-
 def make_diffusion_loss(cfg: RunConfig):
     """`loss_fn(model, batch, generator)`: see the module docstring. `batch` is
     `{"latents": [B, C, F, H, W], "caption": [str] * B}`."""
@@ -228,10 +218,10 @@ def make_diffusion_loss(cfg: RunConfig):
         frame_mask = training_frame_mask(d, b, f, generator, gen_device).to(device)
         t = sample_training_times(d, b, f, generator, gen_device).to(device)
         eps = torch.randn(x0.shape, generator=generator, device=gen_device).to(device)
-        x_t, t = D.add_noise(x0, eps, t, schedule, frame_mask)
+        t_held = 0.0
         if d.context_noise > 0:  # drawn only then, so recipes without it keep their random stream
-            t_c = torch.rand(b, generator=generator, device=gen_device).to(device) * d.context_noise
-            x_t, t = noise_held_frames(x0, eps, t, frame_mask, t_c, schedule)
+            t_held = torch.rand(b, generator=generator, device=gen_device).to(device) * d.context_noise
+        x_t, t = D.add_noise(x0, eps, t, schedule, frame_mask, held_time=t_held)
         raw = model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
         mask_in = latent_in = None
         if uses_concat(raw.denoiser):
