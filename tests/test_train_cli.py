@@ -120,6 +120,15 @@ def test_export_writes_a_pipeline_that_loads_and_generates(runs):
     # The end-of-training export and the --export one agree.
     final = load_file(str(runs / "full" / "export" / "transformer" / "model.safetensors"))
     assert all(torch.equal(final[k], exported[k]) for k in final)
+    # Sampling defaults come from the recipe given at export time, the weights from the checkpoint.
+    retuned = runs / "retuned"
+    assert vidiff_train(*_tiny_dit(runs, "full", 4), "diffusion.sampling_shift=2.5", "diffusion.guidance_scale=1.5",
+                        "diffusion.sampling_steps=7", "--export", str(retuned)) == 0
+    sch = VideoPipeline.from_pretrained(retuned).scheduler
+    assert (sch.shift, sch.guidance_scale, sch.num_inference_steps) == (2.5, 1.5, 7)
+    assert VideoPipeline.from_pretrained(target).scheduler.shift == 1.0
+    again = load_file(str(retuned / "transformer" / "model.safetensors"))
+    assert all(torch.equal(again[k], exported[k]) for k in again)
 
 
 def test_vae_run_exports_a_vae_with_latent_stats(tmp_path):

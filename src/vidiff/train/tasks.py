@@ -12,6 +12,7 @@ latent mean/std) for a VAE run. Under torchrun every rank calls these functions;
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -168,6 +169,8 @@ def export_run(cfg: RunConfig, export_dir: str | Path | None = None, checkpoint:
 
     The architecture is rebuilt from the recipe stored in the checkpoint, so the export matches
     what was trained even if the TOML changed since; the VAE is read from that recipe's vae.path.
+    The exported sampling defaults (`diffusion.sampler`, `sampling_steps`, `sampling_shift`,
+    `guidance_scale`) are not part of what was trained and come from `cfg`, the recipe given now.
     """
     ckpt_path = Path(checkpoint) if checkpoint else latest_checkpoint(cfg.out_dir)
     if ckpt_path is None:
@@ -177,6 +180,10 @@ def export_run(cfg: RunConfig, export_dir: str | Path | None = None, checkpoint:
         run = config_from_dict(RunConfig, ckpt.config, source=str(ckpt_path / "config.json"))
     except ConfigError as err:
         raise CheckpointError(f"{ckpt_path / 'config.json'} is not a vidiff training recipe ({err})") from None
+    if run.task == "diffusion":
+        d = cfg.diffusion
+        run = replace(run, diffusion=replace(run.diffusion, sampler=d.sampler, sampling_steps=d.sampling_steps,
+                                             sampling_shift=d.sampling_shift, guidance_scale=d.guidance_scale))
     vae = load_run_vae(run) if run.task == "diffusion" else None
     model = _builder(run, vae)()
     state = dict(ckpt.model)
