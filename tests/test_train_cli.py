@@ -15,6 +15,7 @@ from vidiff.cli import CLIError
 from vidiff.cli import train as train_cli
 from vidiff.models.vae import CausalVAE3D, VAEConfig
 from vidiff.train.logging import read_jsonl
+from vidiff.train.recipe import load_recipe
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PROMPT = "a large red circle moves right on a black background"
@@ -126,13 +127,13 @@ def test_export_writes_a_pipeline_that_loads_and_generates(runs):
                         "diffusion.sampling_steps=7", "--export", str(retuned)) == 0
     sch = VideoPipeline.from_pretrained(retuned).scheduler
     assert (sch.shift, sch.guidance_scale, sch.num_inference_steps) == (2.5, 1.5, 7)
-    assert VideoPipeline.from_pretrained(target).scheduler.shift == 1.0
+    recipe_shift = load_recipe(str(CONFIGS / "world_dit.toml"), []).diffusion.sampling_shift
+    assert recipe_shift != 2.5 and VideoPipeline.from_pretrained(target).scheduler.shift == recipe_shift
     again = load_file(str(retuned / "transformer" / "model.safetensors"))
     assert all(torch.equal(again[k], exported[k]) for k in again)
 
 
 def test_vae_run_exports_a_vae_with_latent_stats(tmp_path):
-    from vidiff.train.recipe import load_recipe
     from vidiff.train.vae_task import _stats_batches
 
     argv = [f"{CONFIGS}/world_vae.toml", "--out", str(tmp_path / "vae_run"), "vae.config.base_dim=8", "data.frames=5",
