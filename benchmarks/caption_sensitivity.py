@@ -30,29 +30,40 @@ import numpy as np
 import torch
 
 from vidiff.machine import machine_info
+from vidiff.world import grammar as G
 
 ATTRIBUTES = ("size", "color", "shape", "motion", "direction")
+VALUES = {"size": G.SIZES, "color": G.COLORS, "shape": G.SHAPES, "motion": G.MOTIONS}
 OPPOSITE = {"moves left": "moves right", "moves right": "moves left", "moves up": "moves down", "moves down": "moves up"}
 TIMES = (0.5, 0.8, 0.95)
+
+
+def alternatives(spec: G.CaptionSpec, attribute: str) -> list[str]:
+    """The values the first object's `attribute` could take instead of its own (a colour also
+    not worn by the other object nor barred by the background), in grammar order."""
+    taken = {getattr(spec.objects[0], attribute)}
+    if attribute == "color":
+        taken |= {o.color for o in spec.objects} | set(G.BACKGROUND_CONFLICTS[spec.background])
+    return [v for v in VALUES[attribute] if v not in taken]
+
+
+def with_first(objects: tuple, **change) -> tuple:
+    """`objects` with the first one's fields changed (an ObjectSpec or a world SceneObject)."""
+    return (dataclasses.replace(objects[0], **change), *objects[1:])
 
 
 def swap_attribute(caption: str, attribute: str, rng: np.random.Generator) -> str | None:
     """The caption with the first object's `attribute` replaced by another valid value;
     "direction" reverses a directional motion (None when the first object has none)."""
-    from vidiff.world import grammar as G
-
     spec = G.parse_caption(caption)
-    first = spec.objects[0]
     if attribute == "direction":
-        if first.motion not in OPPOSITE:
+        motion = OPPOSITE.get(spec.objects[0].motion)
+        if motion is None:
             return None
-        new = dataclasses.replace(first, motion=OPPOSITE[first.motion])
-        return dataclasses.replace(spec, objects=(new, *spec.objects[1:])).text()
-    choices = {"size": G.SIZES, "color": G.COLORS, "shape": G.SHAPES, "motion": G.MOTIONS}[attribute]
-    taken = {o.color for o in spec.objects} | set(G.BACKGROUND_CONFLICTS[spec.background])
-    options = [v for v in choices if v != getattr(first, attribute) and not (attribute == "color" and v in taken)]
-    new = dataclasses.replace(first, **{attribute: str(rng.choice(options))})
-    return dataclasses.replace(spec, objects=(new, *spec.objects[1:])).text()
+        change = {"motion": motion}
+    else:
+        change = {attribute: str(rng.choice(alternatives(spec, attribute)))}
+    return dataclasses.replace(spec, objects=with_first(spec.objects, **change)).text()
 
 
 def attribute_energy(pipe, scenes, size: int) -> dict:
@@ -60,22 +71,17 @@ def attribute_energy(pipe, scenes, size: int) -> dict:
     shape changed (everything else, the motion path included, the same)."""
     from vidiff.world.dataset import frames_to_video_tensor
     from vidiff.world.render import render_batch
-    from vidiff.world import grammar as G
 
     out = {}
-    for attribute, values in (("color", G.COLORS), ("shape", G.SHAPES)):
-        lat, pix = [], []
-        for scene in scenes:
-            first = scene.objects[0]
-            taken = {o.color for o in scene.objects} | set(G.BACKGROUND_CONFLICTS[scene.background])
-            other = next(v for v in values if v != getattr(first, attribute) and not (attribute == "color" and v in taken))
-            changed = dataclasses.replace(scene, objects=(dataclasses.replace(first, **{attribute: other}), *scene.objects[1:]))
-            frames, _ = render_batch([scene, changed], size=size, with_truth=False)
-            x = frames_to_video_tensor(frames)
-            z = pipe.encode_frames(x)
-            lat.append(float((z[1] - z[0]).square().mean()))
-            pix.append(float((x[1] - x[0]).square().mean()))
-        out[attribute] = {"latent_mse": float(np.mean(lat)), "pixel_mse": float(np.mean(pix))}
+    for attribute in ("color", "shape"):
+        changed = [dataclasses.replace(s, objects=with_first(s.objects, **{attribute: alternatives(s.spec(), attribute)[0]}))
+                   for s in scenes]
+        frames, _ = render_batch(list(scenes) + changed, size=size, with_truth=False)
+        x = frames_to_video_tensor(frames)
+        z = pipe.encode_frames(x)
+        n = len(scenes)
+        out[attribute] = {"latent_mse": float((z[n:] - z[:n]).square().mean()),
+                          "pixel_mse": float((x[n:] - x[:n]).square().mean())}
     return out
 
 
@@ -103,7 +109,6 @@ def main(argv=None) -> int:
     world = WorldDataset(frames=cfg.num_frames, size=cfg.height, fps=cfg.fps, split="train", seed=args.seed,
                          num_samples=args.clips)
     video, captions, _ = next(world.batches(args.clips))
-    scenes = [world.scene(i) for i in range(args.clips)]
     z = pipe.encode_frames(video)
     rng = np.random.default_rng(args.seed)
     variants = {a: [swap_attribute(c, a, rng) for c in captions] for a in ATTRIBUTES}
@@ -111,24 +116,30 @@ def main(argv=None) -> int:
     schedule = pipe.scheduler.make_schedule()
     eps = torch.randn(z.shape, generator=torch.Generator().manual_seed(args.seed))
 
-    def x0_error(caps: list[str | None], x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Per-clip x0 MSE with `caps`; clips whose caption is None are left out (NaN)."""
+    def denoiser(caps: list[str | None]):
+        """(clips with a caption, their denoiser); clips whose caption is None are left out."""
         keep = [i for i, c in enumerate(caps) if c is not None]
-        err = torch.full((len(caps),), float("nan"))
-        denoise = pipe.make_denoiser(pipe.encode_prompts([caps[i] for i in keep]), tuple(z.shape[1:]))
+        return keep, pipe.make_denoiser(pipe.encode_prompts([caps[i] for i in keep]), tuple(z.shape[1:]))
+
+    def x0_error(branch, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Per-clip x0 MSE of a `denoiser(...)` branch (NaN for the clips it leaves out)."""
+        keep, denoise = branch
+        err = torch.full((z.shape[0],), float("nan"))
         with torch.no_grad():
             err[keep] = (denoise(x_t[keep], t[keep]) - z[keep]).square().mean(dim=(1, 2, 3, 4))
         return err
 
+    true_branch = denoiser(captions)
+    branches = {k: denoiser(v) for k, v in variants.items()}  # built once, used at every t
     rows = {}
     for t_value in TIMES:
         t = torch.full((z.shape[0], z.shape[2]), t_value)
         x_t, _ = D.add_noise(z, eps, t, schedule)
-        base = x0_error(captions, x_t, t)
+        base = x0_error(true_branch, x_t, t)
         rows[str(t_value)] = {"true_caption_mse": float(base.mean()),
-                              **{k: float((x0_error(v, x_t, t) - base).nanmean()) for k, v in variants.items()}}
+                              **{k: float((x0_error(v, x_t, t) - base).nanmean()) for k, v in branches.items()}}
         print(f"t={t_value}: " + "  ".join(f"{k} {v:+.4f}" for k, v in rows[str(t_value)].items()), flush=True)
-    energy = attribute_energy(pipe, scenes[: min(16, len(scenes))], cfg.height)
+    energy = attribute_energy(pipe, [world.scene(i) for i in range(min(16, args.clips))], cfg.height)
     print("energy of a change: " + "  ".join(f"{a} latent {e['latent_mse']:.4f} pixel {e['pixel_mse']:.4f}"
                                            for a, e in energy.items()))
     report = {"machine": machine_info("cpu"), "model": model, "clips": args.clips, "seed": args.seed,
