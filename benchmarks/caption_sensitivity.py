@@ -11,6 +11,12 @@ with captions where one attribute of the first object is swapped for another val
 A model that uses the word has sensitivity > 0; one that ignores it has exactly 0 (the empty
 caption, "empty", bounds what the whole caption is worth). No guidance (the conditional branch).
 
+Upstream of the denoiser, the text encoder's own share: how far a swap moves the encoder's
+output tokens, `|enc(swapped) - enc(true)|^2 / |enc(true)|^2` over the clips whose swapped caption
+has as many tokens as the true one. Near 0, the encoder maps the two words to the same tokens and
+no denoiser can tell them apart (a jointly trained encoder can collapse words the denoiser has
+not learned to use yet).
+
 Beside it, the *energy* of an attribute: the MSE between a render and the same scene with only
 that attribute changed (colour, shape), in normalised latents and in pixels. It is the most a
 perfect model could gain from the word, and it tells why a model trained with latent MSE learns
@@ -85,6 +91,23 @@ def attribute_energy(pipe, scenes, size: int) -> dict:
     return out
 
 
+@torch.no_grad()
+def encoder_change(text_encoder, captions: list[str], variants: dict[str, list[str | None]]) -> dict:
+    """Per attribute, the mean relative change of the text encoder's output tokens when the
+    caption is swapped (pairs of equal token count only; None when there is no such pair)."""
+    out = {}
+    for attribute, swapped in variants.items():
+        changes = []
+        for true, other in zip(captions, swapped):
+            if other is None:
+                continue
+            a, b = text_encoder.encode([true])[0], text_encoder.encode([other])[0]
+            if a.shape == b.shape:
+                changes.append(float((b - a).square().sum() / a.square().sum()))
+        out[attribute] = float(np.mean(changes)) if changes else None
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -139,11 +162,13 @@ def main(argv=None) -> int:
         rows[str(t_value)] = {"true_caption_mse": float(base.mean()),
                               **{k: float((x0_error(v, x_t, t) - base).nanmean()) for k, v in branches.items()}}
         print(f"t={t_value}: " + "  ".join(f"{k} {v:+.4f}" for k, v in rows[str(t_value)].items()), flush=True)
+    text_change = encoder_change(pipe.text_encoder, captions, variants)
+    print("text encoder output change: " + "  ".join(f"{k} {v:.4f}" for k, v in text_change.items() if v is not None))
     energy = attribute_energy(pipe, [world.scene(i) for i in range(min(16, args.clips))], cfg.height)
     print("energy of a change: " + "  ".join(f"{a} latent {e['latent_mse']:.4f} pixel {e['pixel_mse']:.4f}"
                                            for a, e in energy.items()))
     report = {"machine": machine_info("cpu"), "model": model, "clips": args.clips, "seed": args.seed,
-              "sensitivity": rows, "energy": energy,
+              "sensitivity": rows, "text_encoder_change": text_change, "energy": energy,
               "command": "python benchmarks/caption_sensitivity.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as fh:

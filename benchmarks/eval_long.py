@@ -21,7 +21,9 @@ Prompt schedules (same object, the motion changes, e.g. moves right -> moves lef
     carry the object out of the picture, and the world metrics judge motion over a clip.
   * each segment (the frames its windows added) is judged against its caption; motion correct in
     >= 75 % of segments; colour and shape judged right in every segment (the captions share
-    them, so right everywhere = the same across every change).
+    them, so right everywhere = the same across every change: `schedule_same_colour_and_shape`);
+    and, apart from whether they match the caption, the colour and shape the tracker finds are
+    the same in every segment (`schedule_identity_kept`: the identity carried across the changes).
 VAE seams (no diffusion model): ground-truth renders encoded and decoded as the latent and the
 pixel overlap spaces do it (`vae_seams`), to tell the VAE's share of a seam from the model's.
 Writes a JSON report with every per-video row and an "acceptance" block of booleans.
@@ -136,12 +138,17 @@ def evaluate_mode(pipe, mode: str, args) -> dict:
             row = {"captions": [first, then], "seed": seed, "segments": []}
             for cap, a, b in schedule_runs(out.windows):
                 judged = evaluate_video(out.frames[a:b], cap)
+                found = judged["objects"][0]
                 row["segments"].append({"caption": cap, "frames": [a, b], "motion_acc": judged["motion_acc"],
-                                        "color_acc": judged["color_acc"], "shape_acc": judged["shape_acc"]})
+                                        "color_acc": judged["color_acc"], "shape_acc": judged["shape_acc"],
+                                        "found_color": found.get("found_color"), "found_shape": found.get("found_shape")})
             row["same_colour_and_shape"] = all(s["color_acc"] == 1.0 and s["shape_acc"] == 1.0 for s in row["segments"])
+            seen = {(s["found_color"], s["found_shape"]) for s in row["segments"]}
+            row["identity_kept"] = len(seen) == 1 and None not in next(iter(seen))
             schedule_rows.append(row)
             print(f"  [{mode}] schedule {first!r} <-> {then!r} seed {seed}: motion "
-                  f"{[s['motion_acc'] for s in row['segments']]}, same colour/shape {row['same_colour_and_shape']}",
+                  f"{[s['motion_acc'] for s in row['segments']]}, right colour/shape {row['same_colour_and_shape']}, "
+                  f"identity kept {row['identity_kept']}",
                   flush=True)
 
     summary = {
@@ -157,6 +164,7 @@ def evaluate_mode(pipe, mode: str, args) -> dict:
         "seam_max_ratio": mean(r["seam_max_ratio"] for r in long_rows),
         "schedule_motion_acc": mean(s["motion_acc"] for row in schedule_rows for s in row["segments"]),
         "schedule_same_colour_and_shape": mean(float(row["same_colour_and_shape"]) for row in schedule_rows),
+        "schedule_identity_kept": mean(float(row["identity_kept"]) for row in schedule_rows),
     }
     def ok(v, test):
         return None if v is None else bool(test(v))
@@ -168,6 +176,7 @@ def evaluate_mode(pipe, mode: str, args) -> dict:
         "seam_ratio<=1.5": ok(summary["seam_ratio"], lambda v: v <= 1.5),
         "schedule_motion_acc>=0.75": ok(summary["schedule_motion_acc"], lambda v: v >= 0.75),
         "schedule_same_colour_and_shape==1": ok(summary["schedule_same_colour_and_shape"], lambda v: v == 1.0),
+        "schedule_identity_kept==1": ok(summary["schedule_identity_kept"], lambda v: v == 1.0),
     }
     return {"summary": summary, "short": short_rows, "long": long_rows, "schedules": schedule_rows}
 

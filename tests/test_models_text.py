@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from vidiff.models.text import (
+    WordRecoveryHead,
     BOS_ID, EOS_ID, PAD_ID, UNK_ID, BuiltinTextEncoder, HFTextEncoder, TextEncoderConfig,
     TransformerTextEncoder, WordTokenizer, clean_prompt, load_text_encoder, split_words,
     wan_text_encoder,
@@ -119,6 +120,42 @@ def test_encoder_trains_jointly():
     tokens, mask = enc.encode(CAPTIONS)
     (tokens * mask[..., None]).pow(2).sum().backward()
     assert enc.encoder.token_embed.weight.grad.abs().sum() > 0
+
+
+def test_word_recovery_head_is_a_cosine_cross_entropy_over_word_positions_only():
+    torch.manual_seed(0)
+    head = WordRecoveryHead(vocab_size=7, dim=5, scale=3.0)
+    tokens = torch.randn(2, 4, 5)
+    ids = torch.tensor([[2, 5, 6, 3], [2, 4, 3, 0]])  # <bos> w w <eos> / <bos> w <eos> <pad>
+    mask = ids != 0
+    loss = head(tokens, ids, mask).item()
+    w = head.weight / head.weight.norm(dim=1, keepdim=True)
+    expected = []
+    for b, i in ((0, 1), (0, 2), (1, 1)):  # the word positions
+        h = tokens[b, i] / tokens[b, i].norm()
+        logits = 3.0 * (w @ h)
+        expected.append(-(logits[ids[b, i]] - torch.logsumexp(logits, 0)))
+    assert loss == pytest.approx(torch.stack(expected).mean().item(), rel=1e-5)
+    # Scaling a token's length changes nothing: only directions separate words.
+    assert head(tokens * torch.rand(2, 4, 1).add(0.5), ids, mask).item() == pytest.approx(loss, rel=1e-5)
+
+
+def test_word_recovery_loss_cannot_be_small_for_two_words_given_the_same_output():
+    """Two different words with one output h: p(a|h) + p(b|h) <= 1, so the mean of
+    -log p(a|h) and -log p(b|h) is at least log 2, whatever the classifier's weights."""
+    torch.manual_seed(1)
+    head = WordRecoveryHead(vocab_size=6, dim=4, scale=50.0)
+    h = torch.randn(4)
+    ids = torch.tensor([[2, 4, 3], [2, 5, 3]])
+    tokens = torch.randn(2, 3, 4)
+    tokens[:, 1] = h
+    with torch.no_grad():  # the best case for word 4: its class vector is h itself
+        head.weight[4] = h
+    assert head(tokens, ids, ids != 0).item() >= torch.log(torch.tensor(2.0)).item() - 1e-6
+    tokens[1, 1] = -h  # distinct directions: the loss can go towards 0
+    with torch.no_grad():
+        head.weight[5] = -h
+    assert head(tokens, ids, ids != 0).item() < 0.01
 
 
 def test_save_and_load_directory(tmp_path):

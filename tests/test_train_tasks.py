@@ -115,6 +115,61 @@ def test_context_noise_puts_held_frames_at_a_small_level_seen_alike_in_x_and_cha
         DiffusionSection(context_noise=1.0)
 
 
+def test_image_loss_denoises_first_latent_frames_alone_and_adds_weighted_without_touching_the_video_part():
+    batch = _batch(b=32)
+    x0 = batch["latents"]
+    fn = lambda x: 0.5 * x  # noqa: E731
+    losses, calls = {}, {}
+    for w in (0.0, 1.0, 2.5):
+        model = _Recorder(concat=True, fn=fn)
+        losses[w] = _loss(_run_config(i2v_prob=1.0, caption_dropout=0.5, image_loss_weight=w), model, batch).item()
+        calls[w] = model.calls
+    assert len(calls[0.0]) == 1 and len(calls[1.0]) == 2
+    for key in ("x_t", "t", "frame_mask", "image_latent"):  # the video's draws come first, unchanged
+        assert torch.equal(calls[0.0][0][key], calls[2.5][0][key])
+    image = calls[1.0][1]
+    assert image["x_t"].shape == (32, 3, 1, 4, 4)
+    assert torch.equal(image["frame_mask"], torch.zeros(32, 1))  # nothing held: text-to-image
+    assert torch.equal(image["image_latent"], torch.zeros_like(image["x_t"]))
+    t = image["t"][:, 0]
+    assert bool((t > 0).all())
+    eps = (image["x_t"][:, :, 0] - (1 - t.view(-1, 1, 1, 1)) * x0[:, :, 0]) / t.view(-1, 1, 1, 1)
+    assert abs(float(eps.std()) - 1.0) < 0.1  # x_t = (1 - t) x0[:, :, :1] + t eps
+    assert 0 < sum(c == "" for c in image["captions"]) < 32  # its own caption dropout
+    assert image["captions"] != calls[1.0][0]["captions"]
+    # The same image draws for both weights, so the loss is affine in the weight (exactly).
+    assert losses[2.5] - losses[0.0] == pytest.approx(2.5 * (losses[1.0] - losses[0.0]), rel=1e-6)
+    assert losses[1.0] > losses[0.0]
+    with pytest.raises(ValueError, match="image_loss_weight"):
+        DiffusionSection(image_loss_weight=-1.0)
+
+
+def test_word_loss_adds_the_weighted_word_recovery_loss_of_the_video_captions():
+    torch.manual_seed(0)
+    batch = _batch(b=4, f=2)
+    batch["caption"] = ["a large red circle moves right on a black background"] * 4
+    losses = {}
+    for w in (0.0, 0.5, 2.0):
+        tiny = ["model.text.dim=16", "model.text.depth=1", "model.text.num_heads=2", "model.dit.dim=16",
+                "model.dit.num_heads=2", "model.dit.num_layers=1", "model.dit.ffn_dim=32"]
+        cfg = load_recipe(None, ["out_dir=unused", "vae.path=unused", f"diffusion.word_loss_weight={w}",
+                                 "diffusion.caption_dropout=0.0", "diffusion.i2v_prob=0.0", *tiny])
+        torch.manual_seed(0)
+        model = build_diffusion_model(cfg, 3)
+        assert (model.word_head is not None) == (w > 0)
+        losses[w] = _loss(cfg, model, batch).item()
+        if w == 2.0:
+            tokens, mask = model.text_encoder.encode(batch["caption"])
+            ids, _ = model.text_encoder.tokenizer.encode_ids(batch["caption"], cfg.model.text.max_length)
+            head_loss = model.word_head(tokens, ids, mask).item()
+    assert losses[2.0] - losses[0.0] == pytest.approx(2.0 * head_loss, rel=1e-4)
+    assert losses[0.5] - losses[0.0] == pytest.approx(0.5 * head_loss, rel=1e-4)
+    frozen = load_recipe(None, ["out_dir=unused", "vae.path=unused", "diffusion.word_loss_weight=0.1",
+                                "model.text.train=false", *tiny])
+    with pytest.raises(ConfigError, match="word_loss_weight"):
+        build_diffusion_model(frozen, 3)
+
+
 def test_text_to_video_samples_give_no_frame_and_plain_models_get_no_channels():
     batch = _batch()
     concat = _Recorder(concat=True)

@@ -297,6 +297,34 @@ class TransformerTextEncoder(nn.Module):
         return self.norm(x) * mask[..., None].to(x.dtype)
 
 
+class WordRecoveryHead(nn.Module):
+    """Training-only guard against a jointly trained text encoder collapsing words: a cosine
+    classifier must tell each word back from its own output token.
+
+        p(w | h_i) = softmax_w(s * <h_i / |h_i|, W_w / |W_w|>),   loss = mean_i -log p(ids_i | h_i)
+
+    over the word positions i (not padding, <bos> or <eos>), with a fixed scale s. Normalising
+    both sides means that only the angles between output tokens can separate words (a plain
+    linear probe could read a collapsed difference back through large weights), so two words
+    whose effect the denoiser has not learned yet (left / right) keep distinct directions in the
+    encoder's output for its cross-attention to pick up.
+    """
+
+    def __init__(self, vocab_size: int, dim: int, scale: float = 16.0):
+        super().__init__()
+        self.scale = scale
+        self.weight = nn.Parameter(torch.randn(vocab_size, dim) * 0.02)
+
+    def forward(self, tokens: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
+        """Mean cross-entropy over word positions; 0 (with a graph) when there is none."""
+        words = mask.bool() & (ids != PAD_ID) & (ids != BOS_ID) & (ids != EOS_ID)
+        h = F.normalize(tokens[words].float(), dim=-1)
+        logits = self.scale * h @ F.normalize(self.weight, dim=-1).T
+        if logits.shape[0] == 0:
+            return logits.sum() + 0.0 * self.weight.sum()
+        return F.cross_entropy(logits, ids[words].to(logits.device))
+
+
 class BuiltinTextEncoder(nn.Module):
     """Word tokenizer + small transformer, trained jointly with the diffusion model."""
 

@@ -14,6 +14,8 @@ One training example (latents x0 `[B, C, F, H, W]`, normalised; captions):
     x_t = alpha(t) x0 + sigma(t) eps        (x_t = x0 exactly where t = 0)
     pred = model(x_t, t, Conditioning(text, text_mask[, frame_mask, image_latent]))
     loss = diffusion_loss(pred, x0, eps, t, schedule, prediction_type, frame_mask=frame_mask)
+    loss += image_loss_weight * (the same on x0[:, :, :1], no held frame)   (image-video joint training)
+    loss += word_loss_weight * WordRecoveryHead(text tokens, caption ids)    (no collapsed words)
 
 so a held frame gets t = 0 (or the small context level t_c), is seen clean (or slightly noisy,
 in x_t and in the image-latent channels alike), and counts for nothing in the loss, which is exactly
@@ -50,17 +52,21 @@ __all__ = [
 
 
 class DiffusionModel(nn.Module):
-    """The trained unit: a denoiser and a text encoder.
+    """The trained unit: a denoiser and a text encoder (and, with `diffusion.word_loss_weight`,
+    the training-only `WordRecoveryHead` on the encoder's output).
 
     `forward(x_t, t, captions, frame_mask=None, image_latent=None)` encodes the captions and
-    denoises in one call, so that DDP sees (and synchronises) every parameter it touches.
+    denoises in one call, so that DDP sees (and synchronises) every parameter it touches; with
+    `with_word_loss=True` it returns `(prediction, word recovery loss of these captions)`.
     """
 
-    def __init__(self, denoiser: nn.Module, text_encoder: nn.Module, train_text: bool = True):
+    def __init__(self, denoiser: nn.Module, text_encoder: nn.Module, train_text: bool = True,
+                 word_head: nn.Module | None = None):
         super().__init__()
         self.denoiser = denoiser
         self.text_encoder = text_encoder
         self.train_text = train_text
+        self.word_head = word_head
         if not train_text:
             self.text_encoder.requires_grad_(False)
 
@@ -75,11 +81,18 @@ class DiffusionModel(nn.Module):
             return self.text_encoder.encode(list(captions))
 
     def forward(self, x_t: Tensor, t: Tensor, captions: list[str], frame_mask: Tensor | None = None,
-                image_latent: Tensor | None = None) -> Tensor:
+                image_latent: Tensor | None = None, with_word_loss: bool = False):
         tokens, mask = self.encode_text(captions)
         cond = Conditioning(text=tokens.to(x_t.device), text_mask=mask.to(x_t.device),
                             frame_mask=frame_mask, image_latent=image_latent)
-        return self.denoiser(x_t, t, cond)
+        pred = self.denoiser(x_t, t, cond)
+        if not with_word_loss:
+            return pred
+        if self.word_head is None:
+            raise ValueError("DiffusionModel: with_word_loss=True needs a word_head")
+        enc = self.text_encoder
+        ids, _ = enc.tokenizer.encode_ids(list(captions), enc.config.max_length, enc.config.pad_to_max_length)
+        return pred, self.word_head(tokens, ids.to(tokens.device), mask)
 
 
 def uses_concat(denoiser: nn.Module) -> bool:
@@ -145,7 +158,15 @@ def build_diffusion_model(cfg: RunConfig, z_dim: int) -> DiffusionModel:
     denoiser = build_denoiser(cfg, z_dim, text.dim)
     if cfg.model.init:
         init_from_pipeline(denoiser, text, cfg.model.init)
-    return DiffusionModel(denoiser, text, train_text=cfg.model.text.train)
+    word_head = None
+    if cfg.diffusion.word_loss_weight > 0:
+        from vidiff.models.text import BuiltinTextEncoder, WordRecoveryHead
+
+        if not isinstance(text, BuiltinTextEncoder) or not cfg.model.text.train:
+            raise ConfigError("diffusion.word_loss_weight > 0 needs the built-in text encoder trained jointly "
+                              "(model.text.train = true)")
+        word_head = WordRecoveryHead(text.tokenizer.vocab_size, text.dim)
+    return DiffusionModel(denoiser, text, train_text=cfg.model.text.train, word_head=word_head)
 
 
 def make_schedule(d: DiffusionSection):
@@ -207,19 +228,23 @@ def make_diffusion_loss(cfg: RunConfig):
     d = cfg.diffusion
     schedule = make_schedule(d)
 
-    def loss_fn(model: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> Tensor:
-        x0 = batch["latents"].float()
-        captions = list(batch["caption"])
+    def denoising_loss(model: nn.Module, x0: Tensor, captions: list[str], generator: torch.Generator,
+                       video: bool) -> Tensor:
+        """The diffusion loss of one batch: for `video` clips with held frames (and context noise)
+        and the weighted word loss of the captions; otherwise (one-frame image clips) neither."""
         b, _, f = x0.shape[:3]
         device = x0.device
         gen_device = generator.device
         drop = (torch.rand(b, generator=generator, device=gen_device) < d.caption_dropout).tolist()
         captions = ["" if dropped else c for c, dropped in zip(captions, drop)]
-        frame_mask = training_frame_mask(d, b, f, generator, gen_device).to(device)
+        if video:
+            frame_mask = training_frame_mask(d, b, f, generator, gen_device).to(device)
+        else:
+            frame_mask = x0.new_zeros(b, f)
         t = sample_training_times(d, b, f, generator, gen_device).to(device)
         eps = torch.randn(x0.shape, generator=generator, device=gen_device).to(device)
         t_held = 0.0
-        if d.context_noise > 0:  # drawn only then, so recipes without it keep their random stream
+        if video and d.context_noise > 0:  # drawn only then, so recipes without it keep their random stream
             t_held = torch.rand(b, generator=generator, device=gen_device).to(device) * d.context_noise
         x_t, t = D.add_noise(x0, eps, t, schedule, frame_mask, held_time=t_held)
         raw = model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
@@ -227,8 +252,20 @@ def make_diffusion_loss(cfg: RunConfig):
         if uses_concat(raw.denoiser):
             mask_in = frame_mask
             latent_in = torch.where(frame_mask.bool()[:, None, :, None, None], x_t, torch.zeros_like(x0))
-        pred = model(x_t, t, captions, frame_mask=mask_in, image_latent=latent_in)
-        return D.diffusion_loss(pred.float(), x0, eps, t, schedule, d.prediction_type, frame_mask=frame_mask)
+        if video and d.word_loss_weight > 0:
+            pred, word_loss = model(x_t, t, captions, frame_mask=mask_in, image_latent=latent_in, with_word_loss=True)
+            word_loss = d.word_loss_weight * word_loss
+        else:
+            pred, word_loss = model(x_t, t, captions, frame_mask=mask_in, image_latent=latent_in), 0.0
+        return D.diffusion_loss(pred.float(), x0, eps, t, schedule, d.prediction_type, frame_mask=frame_mask) + word_loss
+
+    def loss_fn(model: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> Tensor:
+        x0 = batch["latents"].float()
+        captions = list(batch["caption"])
+        loss = denoising_loss(model, x0, captions, generator, video=True)
+        if d.image_loss_weight > 0:  # drawn after the video's, so the video's random stream is unchanged
+            loss = loss + d.image_loss_weight * denoising_loss(model, x0[:, :, :1], captions, generator, video=False)
+        return loss
 
     return loss_fn
 

@@ -233,6 +233,15 @@ class DiffusionSection:
         (given to the model as their per-frame time, and as the image-latent channels), so that
         the model learns not to copy its context's small errors: noise augmentation of the
         context against autoregressive drift (GameNGen, Valevski et al. 2024). 0 holds them clean.
+    image_loss_weight: image-video joint training. Each step also denoises the batch's first
+        latent frames alone, as one-frame clips (with a causal VAE the first latent frame is the
+        image latent of the first video frame), with their own caption dropout, times and noise;
+        the step's loss is `video loss + image_loss_weight * image loss`. A one-frame clip cannot
+        read an object's appearance off other frames, so it must take it from the caption. 0: off.
+    word_loss_weight: weight of `vidiff.models.text.WordRecoveryHead`'s loss (each caption word
+        told back from its own encoder output by a cosine classifier), added to the video loss, so
+        that the jointly trained text encoder cannot map two words the denoiser does not use yet to
+        the same output. Needs the built-in encoder with model.text.train. 0: off.
     sampler, sampling_steps, sampling_shift, guidance_scale: the exported SchedulerConfig.
     """
 
@@ -251,6 +260,8 @@ class DiffusionSection:
     max_context_frames: int = 2
     interpolation_prob: float = 0.0
     context_noise: float = 0.0
+    image_loss_weight: float = 0.0
+    word_loss_weight: float = 0.0
     sampler: Literal["euler", "heun", "unipc", "dpmpp_2m", "ddim", "ddpm"] = "euler"
     sampling_steps: int = 24
     sampling_shift: float = 1.0
@@ -262,6 +273,9 @@ class DiffusionSection:
         for name in ("independent_frame_prob", "caption_dropout", "i2v_prob", "continuation_prob", "interpolation_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"diffusion.{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("image_loss_weight", "word_loss_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"diffusion.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.context_noise < 1.0:
             raise ValueError(f"diffusion.context_noise must be in [0, 1), got {self.context_noise}")
         held = self.i2v_prob + self.continuation_prob + self.interpolation_prob
