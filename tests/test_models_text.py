@@ -138,6 +138,10 @@ def test_word_recovery_head_is_a_cosine_cross_entropy_over_word_positions_only()
     assert loss == pytest.approx(torch.stack(expected).mean().item(), rel=1e-5)
     # Scaling a token's length changes nothing: only directions separate words.
     assert head(tokens * torch.rand(2, 4, 1).add(0.5), ids, mask).item() == pytest.approx(loss, rel=1e-5)
+    empty = torch.tensor([[2, 3, 0, 0], [2, 3, 0, 0]])  # two dropped captions: no word at all
+    zero = head(tokens, empty, empty != 0)
+    zero.backward()
+    assert zero.item() == 0.0 and head.weight.grad is not None
 
 
 def test_word_recovery_loss_cannot_be_small_for_two_words_given_the_same_output():
