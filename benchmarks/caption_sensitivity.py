@@ -28,14 +28,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
-import sys
 
 import numpy as np
 import torch
+from _probe import load_pipeline, write_report
 
-from vidiff.machine import machine_info
 from vidiff.world import grammar as G
 
 ATTRIBUTES = ("size", "color", "shape", "motion", "direction")
@@ -95,13 +92,14 @@ def attribute_energy(pipe, scenes, size: int) -> dict:
 def encoder_change(text_encoder, captions: list[str], variants: dict[str, list[str | None]]) -> dict:
     """Per attribute, the mean relative change of the text encoder's output tokens when the
     caption is swapped (pairs of equal token count only; None when there is no such pair)."""
+    truth = [text_encoder.encode([c])[0] for c in captions]
     out = {}
     for attribute, swapped in variants.items():
         changes = []
-        for true, other in zip(captions, swapped):
+        for a, other in zip(truth, swapped):
             if other is None:
                 continue
-            a, b = text_encoder.encode([true])[0], text_encoder.encode([other])[0]
+            b = text_encoder.encode([other])[0]
             if a.shape == b.shape:
                 changes.append(float((b - a).square().sum() / a.square().sum()))
         out[attribute] = float(np.mean(changes)) if changes else None
@@ -119,15 +117,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from vidiff import diffusion as D
-    from vidiff.cli.generate import shipped_model_dir
-    from vidiff.pipelines import VideoPipeline
     from vidiff.world import WorldDataset
 
-    model = args.model or shipped_model_dir()
-    if not os.path.isdir(model):
-        print(f"error: model folder {model} not found", file=sys.stderr)
-        return 2
-    pipe = VideoPipeline.from_pretrained(model)
+    model, pipe = load_pipeline(args.model)
     cfg = pipe.config
     world = WorldDataset(frames=cfg.num_frames, size=cfg.height, fps=cfg.fps, split="train", seed=args.seed,
                          num_samples=args.clips)
@@ -167,12 +159,8 @@ def main(argv=None) -> int:
     energy = attribute_energy(pipe, [world.scene(i) for i in range(min(16, args.clips))], cfg.height)
     print("energy of a change: " + "  ".join(f"{a} latent {e['latent_mse']:.4f} pixel {e['pixel_mse']:.4f}"
                                            for a, e in energy.items()))
-    report = {"machine": machine_info("cpu"), "model": model, "clips": args.clips, "seed": args.seed,
-              "sensitivity": rows, "text_encoder_change": text_change, "energy": energy,
-              "command": "python benchmarks/caption_sensitivity.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-    with open(args.json, "w") as fh:
-        json.dump(report, fh, indent=1)
+    write_report(args.json, {"model": model, "clips": args.clips, "seed": args.seed, "sensitivity": rows,
+                             "text_encoder_change": text_change, "energy": energy}, "caption_sensitivity.py", argv)
     print(f"report: {args.json}")
     return 0
 

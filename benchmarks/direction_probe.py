@@ -19,13 +19,9 @@ ignores it gives the same drift for both. No guidance (the conditional branch). 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
 
 import torch
-
-from vidiff.machine import machine_info
+from _probe import load_pipeline, write_report
 
 DIRECTIONS = {"right": (0, +1), "left": (0, -1), "down": (1, +1), "up": (1, -1)}  # (axis: 0 = x, 1 = y; sign)
 OBJECTS = ("large red circle", "small green square", "large yellow triangle", "small cyan diamond")
@@ -52,16 +48,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default="benchmarks/results/direction_probe.json", help="report path")
     args = parser.parse_args(argv)
 
-    from vidiff.cli.generate import shipped_model_dir
-    from vidiff.pipelines import VideoPipeline
-
-    model = args.model or shipped_model_dir()
-    if not os.path.isdir(model):
-        print(f"error: model folder {model} not found", file=sys.stderr)
-        return 2
-    pipe = VideoPipeline.from_pretrained(model)
+    model, pipe = load_pipeline(args.model)
     cfg = pipe.config
-    shape = tuple(pipe.encode_frames(torch.zeros(1, 3, cfg.num_frames, cfg.height, cfg.width)).shape[1:])
+    shape = pipe.vae.latent_shape(cfg.num_frames, cfg.height, cfg.width)
     eps = torch.randn((args.noises, *shape), generator=torch.Generator().manual_seed(args.seed))
     t = torch.ones(args.noises, shape[1])
     rows = {}
@@ -78,12 +67,8 @@ def main(argv=None) -> int:
               f"(per object {', '.join(f'{d:+.3f}' for d in drifts)})", flush=True)
     follows = {axis: (rows[a]["drift"] > 0) and (rows[b]["drift"] < 0)
                for axis, (a, b) in {"x": ("right", "left"), "y": ("down", "up")}.items()}
-    report = {"machine": machine_info("cpu"), "model": model, "noises": args.noises, "seed": args.seed,
-              "t": 1.0, "drift": rows, "follows_direction": follows,
-              "command": "python benchmarks/direction_probe.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-    with open(args.json, "w") as fh:
-        json.dump(report, fh, indent=1)
+    write_report(args.json, {"model": model, "noises": args.noises, "seed": args.seed, "t": 1.0, "drift": rows,
+                             "follows_direction": follows}, "direction_probe.py", argv)
     print(f"follows the direction word at t = 1: {follows}; report: {args.json}")
     return 0
 

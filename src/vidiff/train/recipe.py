@@ -267,6 +267,9 @@ class DiffusionSection:
     sampling_shift: float = 1.0
     guidance_scale: float = 4.0
 
+    #: The exported sampling defaults: not part of what is trained (see `tasks.export_run`).
+    SAMPLING_FIELDS = ("sampler", "sampling_steps", "sampling_shift", "guidance_scale")
+
     def __post_init__(self) -> None:
         if self.schedule != "flow" and self.prediction_type == "flow":
             raise ValueError(f"diffusion.prediction_type='flow' needs diffusion.schedule='flow', got {self.schedule!r}")

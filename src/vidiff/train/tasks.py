@@ -169,8 +169,8 @@ def export_run(cfg: RunConfig, export_dir: str | Path | None = None, checkpoint:
 
     The architecture is rebuilt from the recipe stored in the checkpoint, so the export matches
     what was trained even if the TOML changed since; the VAE is read from that recipe's vae.path.
-    The exported sampling defaults (`diffusion.sampler`, `sampling_steps`, `sampling_shift`,
-    `guidance_scale`) are not part of what was trained and come from `cfg`, the recipe given now.
+    The exported sampling defaults (`DiffusionSection.SAMPLING_FIELDS`) are not part of what was
+    trained and come from `cfg`, the recipe given now.
     """
     ckpt_path = Path(checkpoint) if checkpoint else latest_checkpoint(cfg.out_dir)
     if ckpt_path is None:
@@ -181,9 +181,8 @@ def export_run(cfg: RunConfig, export_dir: str | Path | None = None, checkpoint:
     except ConfigError as err:
         raise CheckpointError(f"{ckpt_path / 'config.json'} is not a vidiff training recipe ({err})") from None
     if run.task == "diffusion":
-        d = cfg.diffusion
-        run = replace(run, diffusion=replace(run.diffusion, sampler=d.sampler, sampling_steps=d.sampling_steps,
-                                             sampling_shift=d.sampling_shift, guidance_scale=d.guidance_scale))
+        now = {name: getattr(cfg.diffusion, name) for name in cfg.diffusion.SAMPLING_FIELDS}
+        run = replace(run, diffusion=replace(run.diffusion, **now))
     vae = load_run_vae(run) if run.task == "diffusion" else None
     model = _builder(run, vae)()
     state = dict(ckpt.model)
