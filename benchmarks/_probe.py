@@ -3,11 +3,22 @@ pipeline, write the JSON report."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
 from vidiff.machine import machine_info
 from vidiff.modelio import write_json
+
+
+def probe_parser(doc: str, script: str, example: str) -> argparse.ArgumentParser:
+    """The probes' argument parser: `--model` and `--json` (default
+    `benchmarks/results/<script name>.json`); the first paragraph of `doc` is the description."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                     epilog=f"example: python benchmarks/{script} {example}")
+    parser.add_argument("--model", default=None, help="pipeline folder (default: the shipped world model)")
+    parser.add_argument("--json", default=f"benchmarks/results/{script.removesuffix('.py')}.json", help="report path")
+    return parser
 
 
 def load_pipeline(model: str | None):

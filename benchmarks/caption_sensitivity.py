@@ -26,12 +26,11 @@ Writes JSON (default benchmarks/results/caption_sensitivity.json).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 
 import numpy as np
 import torch
-from _probe import load_pipeline, write_report
+from _probe import load_pipeline, probe_parser, write_report
 
 from vidiff.world import grammar as G
 
@@ -107,13 +106,9 @@ def encoder_change(text_encoder, captions: list[str], variants: dict[str, list[s
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="example: python benchmarks/caption_sensitivity.py --model src/vidiff/assets/world-dit --clips 48")
-    parser.add_argument("--model", default=None, help="pipeline folder (default: the shipped world model)")
+    parser = probe_parser(__doc__, "caption_sensitivity.py", "--model src/vidiff/assets/world-dit --clips 48")
     parser.add_argument("--clips", type=int, default=48, help="training-split clips to probe (default 48)")
     parser.add_argument("--seed", type=int, default=123, help="world seed of the probe clips (default 123)")
-    parser.add_argument("--json", default="benchmarks/results/caption_sensitivity.json", help="report path")
     args = parser.parse_args(argv)
 
     from vidiff import diffusion as D

@@ -18,10 +18,8 @@ ignores it gives the same drift for both. No guidance (the conditional branch). 
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from _probe import load_pipeline, write_report
+from _probe import load_pipeline, probe_parser, write_report
 
 DIRECTIONS = {"right": (0, +1), "left": (0, -1), "down": (1, +1), "up": (1, -1)}  # (axis: 0 = x, 1 = y; sign)
 OBJECTS = ("large red circle", "small green square", "large yellow triangle", "small cyan diamond")
@@ -39,13 +37,11 @@ def centroids(video: torch.Tensor) -> torch.Tensor:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="example: python benchmarks/direction_probe.py --model src/vidiff/assets/world-dit --noises 8")
-    parser.add_argument("--model", default=None, help="pipeline folder (default: the shipped world model)")
+    parser = probe_parser(__doc__, "direction_probe.py", "--model src/vidiff/assets/world-dit --noises 8")
     parser.add_argument("--noises", type=int, default=8, help="noise draws per caption (default 8)")
+    parser.add_argument("--sample-noises", type=int, default=4,
+                        help="noise draws per object for whole sampled videos (default 4; 0 skips them)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise draws (default 0)")
-    parser.add_argument("--json", default="benchmarks/results/direction_probe.json", help="report path")
     args = parser.parse_args(argv)
 
     model, pipe = load_pipeline(args.model)
@@ -67,10 +63,42 @@ def main(argv=None) -> int:
               f"(per object {', '.join(f'{d:+.3f}' for d in drifts)})", flush=True)
     follows = {axis: (rows[a]["drift"] > 0) and (rows[b]["drift"] < 0)
                for axis, (a, b) in {"x": ("right", "left"), "y": ("down", "up")}.items()}
-    write_report(args.json, {"model": model, "noises": args.noises, "seed": args.seed, "t": 1.0, "drift": rows,
-                             "follows_direction": follows}, "direction_probe.py", argv)
-    print(f"follows the direction word at t = 1: {follows}; report: {args.json}")
+    print(f"follows the direction word at t = 1: {follows}", flush=True)
+    report = {"model": model, "noises": args.noises, "seed": args.seed, "t": 1.0, "drift": rows,
+              "follows_direction": follows}
+    if args.sample_noises > 0:
+        report["sampled"] = sampled_drifts(pipe, shape, args.sample_noises, args.seed)
+    write_report(args.json, report, "direction_probe.py", argv)
+    print(f"report: {args.json}")
     return 0
+
+
+def sampled_drifts(pipe, shape, noises: int, seed: int) -> dict:
+    """Per axis: drifts of whole sampled videos for both directions from the same noise draws,
+    the share that follows the word and the share the noise decided (see the module docstring)."""
+    sch = pipe.scheduler
+    eps = torch.randn((noises, *shape), generator=torch.Generator().manual_seed(seed + 1))
+    uncond = pipe.encode_prompts([""] * noises)
+    out = {"sampler": sch.sampler, "steps": sch.num_inference_steps, "guidance_scale": sch.guidance_scale}
+    for name, pair in {"x": ("right", "left"), "y": ("down", "up")}.items():
+        axis = DIRECTIONS[pair[0]][0]
+        drifts = {d: [] for d in pair}
+        for obj in OBJECTS:
+            for direction in pair:
+                text = pipe.encode_prompts([f"a {obj} moves {direction} on a black background"] * noises)
+                with torch.no_grad():
+                    z = pipe.denoise_latents(eps, text, uncond_text=uncond, guidance_scale=sch.guidance_scale)
+                    c = centroids(pipe.decode_latents(z).float())
+                drifts[direction] += (c[:, -1, axis] - c[:, 0, axis]).tolist()
+        pos, neg = torch.tensor(drifts[pair[0]]), torch.tensor(drifts[pair[1]])
+        out[name] = {
+            "drift": drifts,
+            "follows": {pair[0]: float((pos > 0).float().mean()), pair[1]: float((neg < 0).float().mean())},
+            "noise_decided": float(((pos > 0) == (neg > 0)).float().mean()),
+        }
+        print(f"sampled, {pair[0]}/{pair[1]}: follows {out[name]['follows']}, "
+              f"noise decided {out[name]['noise_decided']:.2f}", flush=True)
+    return out
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ VAE objective, overfitting one world clip, and config checks."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -262,6 +263,24 @@ def test_training_times_closed_forms():
     assert bool((independent.std(dim=1) > 0).all())
     shared = sample_training_times(DiffusionSection(independent_frame_prob=0.0), 5, 4, torch.Generator().manual_seed(1))
     assert bool((shared == shared[:, :1]).all())
+
+
+def test_high_noise_band_replaces_the_picked_clips_times_and_nothing_else():
+    base = DiffusionSection(timesteps="uniform", shift=3.0)
+    band = DiffusionSection(timesteps="uniform", shift=3.0, high_noise_prob=0.5, high_noise_from=0.9)
+    t = sample_training_times(band, 64, 3, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    u = torch.rand(64, generator=g)
+    pick = torch.rand(64, generator=g) < 0.5
+    v = torch.rand(64, generator=g)
+    expected = torch.where(pick, 1 - 0.1 * v, 3 * u / (1 + 2 * u))
+    assert torch.allclose(t, expected[:, None].expand(64, 3))
+    assert 10 < int(pick.sum()) < 54 and bool((t[pick] > 0.9).all())
+    # Off (the default), the stream and the times are those of the recipe without the band.
+    assert torch.equal(sample_training_times(base, 64, 3, torch.Generator().manual_seed(3)),
+                       sample_training_times(replace(band, high_noise_prob=0.0), 64, 3, torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError, match="high_noise_from must be in"):
+        DiffusionSection(high_noise_from=1.0)
 
 
 def test_channels_follow_the_vae_and_a_mismatch_names_the_key():

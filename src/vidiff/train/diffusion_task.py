@@ -9,7 +9,8 @@ One training example (latents x0 `[B, C, F, H, W]`, normalised; captions):
                   | first and last frames   with probability interpolation_prob (keyframes)
                   | no frame                otherwise (text-to-video)
     t  [B, F]    ~ logit-normal or uniform, shifted; one t per clip, or per frame with
-                   probability independent_frame_prob
+                   probability independent_frame_prob; t ~ U(high_noise_from, 1] per clip with
+                   probability high_noise_prob
     t = 0 where frame_mask = 1, or t_c ~ U(0, context_noise) per sample when context_noise > 0
     x_t = alpha(t) x0 + sigma(t) eps        (x_t = x0 exactly where t = 0)
     pred = model(x_t, t, Conditioning(text, text_mask[, frame_mask, image_latent]))
@@ -178,7 +179,13 @@ def make_schedule(d: DiffusionSection):
 def sample_training_times(d: DiffusionSection, batch: int, frames: int, generator: torch.Generator,
                           device: torch.device | str | None = None) -> Tensor:
     """Training times `[B, F]`: one draw per clip (repeated over frames), replaced by independent
-    per-frame draws for a share `independent_frame_prob` of the clips."""
+    per-frame draws for a share `independent_frame_prob` of the clips, then for a share
+    `high_noise_prob` by one draw per clip from the band `(high_noise_from, 1]`:
+
+        t = 1 - (1 - high_noise_from) u,   u ~ U[0, 1)
+
+    (the band's draws are made only when `high_noise_prob > 0`, so other recipes keep their
+    random stream)."""
 
     def draw(per_frame: int | None) -> Tensor:
         if d.timesteps == "logit_normal":
@@ -191,6 +198,10 @@ def sample_training_times(d: DiffusionSection, batch: int, frames: int, generato
         independent = draw(frames)
         pick = torch.rand(batch, generator=generator, device=device) < d.independent_frame_prob
         t = torch.where(pick[:, None], independent, t)
+    if d.high_noise_prob > 0:
+        pick = torch.rand(batch, generator=generator, device=device) < d.high_noise_prob
+        band = 1.0 - (1.0 - d.high_noise_from) * torch.rand(batch, generator=generator, device=device)
+        t = torch.where(pick[:, None], band[:, None].to(t.dtype), t)
     return t.contiguous()
 
 

@@ -221,6 +221,11 @@ class DiffusionSection:
         "scaled_linear", "cosine") takes "eps", "x0" or "v".
     timesteps: "logit_normal" (t = sigmoid(logit_mean + logit_std n)) or "uniform", then the
         timestep shift `shift t / (1 + (shift - 1) t)`.
+    high_noise_prob, high_noise_from: share of clips whose time is redrawn uniformly from the
+        band `(high_noise_from, 1]`, where x_t is (almost) pure noise and the caption is all there
+        is to go by. Logit-normal times with shift 3 put only ~0.1 % of clips above t = 0.98, so
+        the first sampling steps (t = 1, 0.99, ...) run where the model was never trained: it
+        reads layout and direction off the noise instead of the caption. 0: off.
     independent_frame_prob: share of samples whose frames draw independent times `[B, F]`
         (diffusion-forcing style; helps continuation); the rest share one t per clip.
     caption_dropout: share of captions replaced by "" (classifier-free guidance).
@@ -253,6 +258,8 @@ class DiffusionSection:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     shift: float = 1.0
+    high_noise_prob: float = 0.0
+    high_noise_from: float = 0.95
     independent_frame_prob: float = 0.0
     caption_dropout: float = 0.1
     i2v_prob: float = 0.25
@@ -273,12 +280,14 @@ class DiffusionSection:
     def __post_init__(self) -> None:
         if self.schedule != "flow" and self.prediction_type == "flow":
             raise ValueError(f"diffusion.prediction_type='flow' needs diffusion.schedule='flow', got {self.schedule!r}")
-        for name in ("independent_frame_prob", "caption_dropout", "i2v_prob", "continuation_prob", "interpolation_prob"):
+        for name in ("high_noise_prob", "independent_frame_prob", "caption_dropout", "i2v_prob", "continuation_prob", "interpolation_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"diffusion.{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("image_loss_weight", "word_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"diffusion.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.high_noise_from < 1.0:
+            raise ValueError(f"diffusion.high_noise_from must be in [0, 1), got {self.high_noise_from}")
         if not 0.0 <= self.context_noise < 1.0:
             raise ValueError(f"diffusion.context_noise must be in [0, 1), got {self.context_noise}")
         held = self.i2v_prob + self.continuation_prob + self.interpolation_prob
