@@ -23,7 +23,6 @@ benchmarks/results/steer_probe.json).
 
 from __future__ import annotations
 
-
 import torch
 from _probe import load_pipeline, probe_parser, write_report
 
@@ -42,21 +41,22 @@ PROBES = (
 START_TIMES = (0.5, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 
-def found_value(attribute: str, judged: dict) -> str | None:
-    """The attribute's value the world metrics found in a judged video ('right' for 'moves right')."""
-    value = judged["objects"][0].get("found_shape" if attribute == "shape" else "found_motion")
-    return value.removeprefix("moves ") if attribute == "direction" and value else value
+def found_value(key: str, judged: dict) -> str | None:
+    """The value under `key` the world metrics found for the first object ('right' for 'moves right')."""
+    value = judged["objects"][0].get(key)
+    return value.removeprefix("moves ") if value else value
 
 
-def resample(pipe, z_true: torch.Tensor, caption: str, t0: float, eps: torch.Tensor) -> torch.Tensor:
-    """Videos `[B, 3, F, H, W]` sampled from `z_true` noised to `t0` (see the module docstring)."""
+def resample(pipe, z_true: torch.Tensor, caption: str, t0: float, eps: torch.Tensor, uncond) -> torch.Tensor:
+    """Videos `[B, 3, F, H, W]` sampled from `z_true` noised to `t0` (see the module docstring);
+    `uncond`: the encoded empty prompts of the guidance."""
     sch = pipe.scheduler
     n = eps.shape[0]
     x, _ = D.add_noise(z_true.expand_as(eps), eps, torch.full((n,), t0), sch.make_schedule())
     grid = sch.times(sch.sampler, sch.num_inference_steps)
     times = torch.cat([torch.tensor([t0]), grid[grid < t0]])
     denoise = pipe.make_denoiser(pipe.encode_prompts([caption] * n), tuple(z_true.shape[1:]),
-                                 uncond_text=pipe.encode_prompts([""] * n), guidance_scale=sch.guidance_scale)
+                                 uncond_text=uncond, guidance_scale=sch.guidance_scale)
     with torch.no_grad():
         return pipe.decode_latents(sch.sample(denoise, x, times, sch.sampler))
 
@@ -71,17 +71,20 @@ def main(argv=None) -> int:
     report = {"model": model, "noises": args.noises, "seed": args.seed, "start_times": list(START_TIMES),
               "sampler": pipe.scheduler.sampler, "steps": pipe.scheduler.num_inference_steps,
               "guidance_scale": pipe.scheduler.guidance_scale, "attributes": {}}
-    for attribute, _, template, pairs in PROBES:
+    cfg = pipe.config
+    shape = pipe.vae.latent_shape(cfg.num_frames, cfg.height, cfg.width)
+    eps = torch.randn((args.noises, *shape), generator=torch.Generator().manual_seed(args.seed))
+    uncond = pipe.encode_prompts([""] * args.noises)
+    for attribute, key, template, pairs in PROBES:
         counts = {t0: {"kept": 0, "steered": 0, "videos": 0} for t0 in START_TIMES}
         for true, other in pairs:
             frames, _ = render(scene_from_caption(template.format(true), seed=args.seed))
             z_true = pipe.encode_frames(frames_to_video_tensor(frames)[None])
             for t0 in START_TIMES:
-                eps = torch.randn((args.noises, *z_true.shape[1:]), generator=torch.Generator().manual_seed(args.seed))
-                for caption, value, key in ((template.format(true), true, "kept"), (template.format(other), other, "steered")):
-                    videos = resample(pipe, z_true, caption, t0, eps)
-                    counts[t0][key] += sum(found_value(attribute, evaluate_video(as_uint8_frames(v), caption)) == value
-                                           for v in videos)
+                for caption, value, share in ((template.format(true), true, "kept"), (template.format(other), other, "steered")):
+                    videos = resample(pipe, z_true, caption, t0, eps, uncond)
+                    counts[t0][share] += sum(found_value(key, evaluate_video(as_uint8_frames(v), caption)) == value
+                                             for v in videos)
                 counts[t0]["videos"] += args.noises
         rows = {str(t0): {"kept": c["kept"] / c["videos"], "steered": c["steered"] / c["videos"], "videos": c["videos"]}
                 for t0, c in counts.items()}

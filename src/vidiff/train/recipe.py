@@ -223,7 +223,7 @@ class DiffusionSection:
         timestep shift `shift t / (1 + (shift - 1) t)`.
     high_noise_prob, high_noise_from: share of clips whose time is redrawn uniformly from the
         band `(high_noise_from, 1]`, where x_t is (almost) pure noise and the caption is all there
-        is to go by. Logit-normal times with shift 3 put only ~0.1 % of clips above t = 0.98, so
+        is to go by. Logit-normal times with shift 3 put only ~0.26 % of clips above t = 0.98, so
         the first sampling steps (t = 1, 0.99, ...) run where the model was never trained: it
         reads layout and direction off the noise instead of the caption. 0: off.
     independent_frame_prob: share of samples whose frames draw independent times `[B, F]`
