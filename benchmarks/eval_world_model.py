@@ -19,7 +19,7 @@ import warnings
 from vidiff.cli.eval_world import generate_and_evaluate, read_prompts
 from vidiff.cli.generate import load_pipeline
 from vidiff.machine import machine_info
-from vidiff.metrics.world import aggregate, evaluate_video
+from vidiff.metrics.world import aggregate, evaluate_video, shape_confusion
 from vidiff.modelio import write_json
 from vidiff.video import frames_to_tensor, tensor_to_frames
 from vidiff.world import render, scene_from_caption
@@ -31,7 +31,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def summary(rows: list[dict]) -> dict:
     agg = aggregate(rows)
-    return {k: agg.get(k) for k in KEYS if agg.get(k) is not None} | {"count": agg["count"]}
+    return ({k: agg.get(k) for k in KEYS if agg.get(k) is not None} | {"count": agg["count"]}
+            | {"shape_confusion": shape_confusion(rows)})
 
 
 def ground_truth(prompts: list[str], seeds: int, pipe) -> tuple[dict, dict]:

@@ -7,11 +7,18 @@ import os
 import numpy as np
 import pytest
 
-from vidiff.metrics.world import METRIC_KEYS, aggregate, evaluate_video, evaluate_videos, first_frame_psnr
+from vidiff.metrics.world import (
+    METRIC_KEYS,
+    aggregate,
+    evaluate_video,
+    evaluate_videos,
+    first_frame_psnr,
+    shape_confusion,
+)
 from vidiff.world.dataset import frames_to_video_tensor
 from vidiff.world.grammar import BACKGROUND_CONFLICTS, COLORS, DIRECTIONAL_MOTIONS, WorldGrammarError
 from vidiff.world.render import render, render_batch
-from vidiff.world.scene import caption, sample_scene
+from vidiff.world.scene import caption, sample_scene, scene_from_caption
 
 
 def _rendered(seeds, **kw):
@@ -52,6 +59,25 @@ def test_tracker_on_a_small_sample_and_report_contract():
     assert report["aggregate"]["all_correct"] >= 0.95
     json.dumps(report["aggregate"])
     assert "first_frame_psnr" not in evaluate_video(video[0], caption(scenes[0]))
+
+
+def test_shape_confusion_counts_which_shape_was_found_for_which_was_asked():
+    circle = render(scene_from_caption("a large red circle stays still on a black background", seed=0))[0]
+    square = render(scene_from_caption("a large red square stays still on a black background", seed=0))[0]
+    two = render(scene_from_caption("a large red square stays still and a small blue triangle moves up on a gray background", seed=1))[0]
+    blank = np.zeros_like(circle)
+    rows = [
+        evaluate_video(square, "a large red square stays still on a black background"),
+        evaluate_video(circle, "a large red square stays still on a black background"),  # asked square, got circle
+        evaluate_video(blank, "a large red diamond stays still on a black background"),  # nothing drawn
+        evaluate_video(two, "a large red square stays still and a small blue triangle moves up on a gray background"),
+    ]
+    got = shape_confusion(rows)
+    assert got["square"] == {"circle": 1, "square": 2, "triangle": 0, "diamond": 0, "none": 0}
+    assert got["diamond"]["none"] == 1 and sum(got["diamond"].values()) == 1
+    assert got["triangle"]["triangle"] == 1 and sum(got["triangle"].values()) == 1
+    assert sum(got["circle"].values()) == 0
+    json.dumps(got)
 
 
 def test_float_tensor_input_matches_uint8():
@@ -203,7 +229,11 @@ def test_cli_sample_then_eval(tmp_path, capsys):
     report = json.loads(report_path.read_text())
     assert report["aggregate"]["count"] == 4 and report["aggregate"]["all_correct"] == 1.0
     assert report["machine"]["cpu_count"] == os.cpu_count() and report["machine"]["device"] == "cpu"
-    assert "colour" in capsys.readouterr().out
+    confusion = report["shape_confusion"]
+    assert sum(sum(found.values()) for found in confusion.values()) == sum(len(r["objects"]) for r in report["videos"])
+    assert all(found[shape] == sum(found.values()) for shape, found in confusion.items())  # renders: all right
+    printed = capsys.readouterr().out
+    assert "colour" in printed and "shape right / asked:" in printed
 
 
 def test_cli_errors_name_the_path(tmp_path):

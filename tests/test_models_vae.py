@@ -14,7 +14,7 @@ from vidiff.models.vae import (
     estimate_latent_stats,
     valid_num_frames,
 )
-from vidiff.models.vae_losses import discriminator_hinge_loss, temporal_difference, vae_loss
+from vidiff.models.vae_losses import discriminator_hinge_loss, edge_mask, temporal_difference, vae_loss
 
 TEMPORAL = {1: (False, False), 2: (False, True), 4: (True, True)}
 
@@ -281,6 +281,51 @@ def test_vae_loss_terms_match_hand_formulas():
     assert discriminator_hinge_loss(torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.0])).item() == pytest.approx(
         0.25 + 0.5
     )
+
+
+def test_edge_mask_marks_a_dilated_band_around_a_square_and_nothing_else():
+    x = -torch.ones(1, 3, 2, 16, 16)
+    x[:, 0, 1, 4:8, 6:10] = 1.0  # a red 4x4 square in frame 1 only
+    m = edge_mask(x, threshold=0.1, dilation=3)
+    assert m.shape == (1, 1, 2, 16, 16)
+    assert m[0, 0, 0].sum() == 0  # a flat frame has no edges
+    # edge pixels: the difference to the right neighbour crosses the border at columns 5 and 9
+    # (rows 4..7), the one to the lower neighbour at rows 3 and 7 (cols 6..9)
+    edges = torch.zeros(16, 16)
+    edges[4:8, 5] = edges[4:8, 9] = edges[3, 6:10] = edges[7, 6:10] = 1.0
+    assert torch.equal(edge_mask(x, threshold=0.1, dilation=1)[0, 0, 1], edges)
+    # 3x3 dilation: rows 2..8 x cols 4..10 but (2, 4), next only to the non-edge corner (3, 5),
+    # and the square's centre (5, 7), two pixels from every edge
+    expected = torch.zeros(16, 16)
+    expected[2:9, 4:11] = 1.0
+    expected[2, 4] = expected[5, 7] = 0.0
+    assert torch.equal(m[0, 0, 1], expected)
+    with pytest.raises(ValueError, match="odd"):
+        edge_mask(x, dilation=4)
+
+
+def test_edge_weighted_loss_is_the_weighted_mean_and_edge_weight_zero_is_the_plain_mean():
+    g = torch.Generator().manual_seed(1)
+    x = -torch.ones(2, 3, 3, 12, 12)
+    x[:, 1, :, 3:7, 4:9] = 0.8
+    recon = x + 0.2 * torch.randn(x.shape, generator=g)
+    post = DiagonalGaussian(torch.zeros(2, 4, 2, 2, 2))
+    w = 1.0 + 4.0 * edge_mask(x)
+    out = vae_loss(x, recon, post, l1_weight=1.0, mse_weight=1.0, kl_weight=0.0, edge_weight=4.0)
+    d = recon - x
+    l1 = (w * d.abs()).sum() / (w.sum() * 3)
+    mse = (w * d**2).sum() / (w.sum() * 3)
+    torch.testing.assert_close(out.terms["l1"], l1)
+    torch.testing.assert_close(out.terms["mse"], mse)
+    torch.testing.assert_close(out.total, l1 + mse)
+    # errors only on edge pixels weigh (1 + 4) / mean(w) times more than with the plain mean
+    on_edges = x + 0.5 * edge_mask(x)
+    plain = vae_loss(x, on_edges, post, kl_weight=0.0).terms["l1"]
+    weighted = vae_loss(x, on_edges, post, kl_weight=0.0, edge_weight=4.0).terms["l1"]
+    torch.testing.assert_close(weighted / plain, 5.0 / w.mean())
+    torch.testing.assert_close(vae_loss(x, recon, post, kl_weight=0.0, edge_weight=0.0).terms["l1"], d.abs().mean())
+    with pytest.raises(ValueError, match="edge_weight"):
+        vae_loss(x, recon, post, edge_weight=-1.0)
 
 
 def test_tiny_world_vae_overfits_one_clip():

@@ -15,7 +15,7 @@ from vidiff.cli import CLIError
 from vidiff.cli import train as train_cli
 from vidiff.models.vae import CausalVAE3D, VAEConfig
 from vidiff.train.logging import read_jsonl
-from vidiff.train.recipe import load_recipe
+from vidiff.train.recipe import VAESection, load_recipe
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PROMPT = "a large red circle moves right on a black background"
@@ -151,6 +151,33 @@ def test_vae_run_exports_a_vae_with_latent_stats(tmp_path):
     z = z.transpose(0, 1).reshape(z_dim, -1).double()
     assert torch.allclose(z.mean(1), torch.zeros(z_dim, dtype=torch.float64), atol=1e-4)
     assert torch.allclose(z.std(1, unbiased=False), torch.ones(z_dim, dtype=torch.float64), atol=1e-3)
+
+
+def test_decoder_fine_tuning_keeps_the_encoder_and_the_latent_stats_exactly(tmp_path):
+    init = CausalVAE3D(VAEConfig.world(base_dim=8))
+    init.set_latent_stats(torch.linspace(-1, 1, init.z_dim), torch.linspace(0.5, 2, init.z_dim))
+    init.save_pretrained(tmp_path / "init")
+    argv = [f"{CONFIGS}/world_vae.toml", "--out", str(tmp_path / "ft"), "vae.config.base_dim=8", "data.frames=5",
+            "data.size=32", "data.batch_size=2", "train.steps=3", "train.progress=false", "train.validate_every=0",
+            "vae.stats_clips=2", "train.device=cpu", "train.precision=fp32", "train.lr=1e-2", "train.warmup_steps=0",
+            f"vae.init={tmp_path / 'init'}", 'vae.train="decoder"', "vae.loss.edge_weight=4.0"]
+    assert vidiff_train(*argv) == 0
+    tuned = CausalVAE3D.from_pretrained(tmp_path / "ft" / "export")
+    before, after = init.state_dict(), tuned.state_dict()
+    encoder = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    decoder = [k for k in before if k.startswith("decoder.")]
+    assert encoder and decoder
+    assert all(torch.equal(before[k], after[k]) for k in encoder)  # frozen: the latents are init's
+    assert any(not torch.equal(before[k], after[k]) for k in decoder)
+    assert tuned.config.latents_mean == init.config.latents_mean
+    assert tuned.config.latents_std == init.config.latents_std
+    # an init of another architecture is refused, naming what differs; a missing one names the path
+    with pytest.raises(CLIError, match=f"vae.init {tmp_path / 'init'}: its config differs .* z_dim"):
+        vidiff_train(*argv, "vae.config.z_dim=8")
+    with pytest.raises(CLIError, match=f"vae.init {tmp_path / 'none'}: no VAE folder there"):
+        vidiff_train(*argv, f"vae.init={tmp_path / 'none'}")
+    with pytest.raises(ValueError, match="needs vae.init"):
+        VAESection(train="decoder")
 
 
 def test_unet_recipe_trains_and_exports_a_loadable_pipeline(runs):

@@ -201,7 +201,7 @@ def _rows_from_model(args: argparse.Namespace) -> tuple[list[dict], dict]:
 
 def run(args: argparse.Namespace) -> int:
     from vidiff.machine import machine_info
-    from vidiff.metrics.world import aggregate
+    from vidiff.metrics.world import aggregate, shape_confusion
     from vidiff.modelio import write_json
 
     if args.videos:
@@ -211,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
         where = settings["model"]
         if not args.json:
             raise CLIError("--json OUT is required when evaluating a model (there is no video folder to write into)")
-    report = _json_safe({"aggregate": aggregate(rows), "settings": settings,
+    confusion = shape_confusion(rows)
+    report = _json_safe({"aggregate": aggregate(rows), "shape_confusion": confusion, "settings": settings,
                          "machine": machine_info(args.device), "videos": rows})
     out = args.json or os.path.join(args.videos, "world_report.json")
     try:
@@ -223,8 +224,22 @@ def run(args: argparse.Namespace) -> int:
     print(f"shapes-world checks of {agg['count']} videos from {where}")
     print("  ".join(f"{label:>8}" for _, label, _ in cols))
     print("  ".join(f"{fmt.format(agg[k]):>8}" for k, _, fmt in cols))
+    print("shape right / asked:", format_confusion(confusion))
     print(f"report: {out}")
     return 0
+
+
+def format_confusion(confusion: dict[str, dict[str, int]]) -> str:
+    """One line: per asked shape, right / asked and the most frequent wrong answer."""
+    parts = []
+    for shape, found in confusion.items():
+        asked = sum(found.values())
+        if not asked:
+            continue
+        wrong = max((k for k in found if k != shape), key=lambda k: found[k])
+        part = f"{shape} {found[shape]}/{asked}"
+        parts.append(part + (f" (else {wrong} {found[wrong]})" if found[wrong] else ""))
+    return ", ".join(parts)
 
 
 def _rows_from_folder(args: argparse.Namespace) -> list[dict]:

@@ -347,6 +347,17 @@ def aggregate(rows: Sequence[dict]) -> dict:
     return out
 
 
+def shape_confusion(rows: Sequence[dict]) -> dict[str, dict[str, int]]:
+    """Counts ``{expected shape: {found shape: n}}`` over every object of ``rows`` (rows of
+    `evaluate_video`); an object never found counts under ``"none"``. Its diagonal over its row
+    sum is the per-shape shape accuracy: which shape a model draws in place of which."""
+    out = {s: dict.fromkeys((*SHAPES, "none"), 0) for s in SHAPES}
+    for row in rows:
+        for spec, judged in zip(parse_caption(row["caption"]).objects, row["objects"]):
+            out[spec.shape][judged.get("found_shape") or "none"] += 1
+    return out
+
+
 def evaluate_videos(
     videos: Iterable,
     captions: Sequence[str | CaptionSpec],

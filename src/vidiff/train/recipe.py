@@ -134,9 +134,10 @@ class VAELossSection:
     mse_weight: float = 1.0
     kl_weight: float = 1e-4
     temporal_weight: float = 0.5
+    edge_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("l1_weight", "mse_weight", "kl_weight", "temporal_weight"):
+        for name in ("l1_weight", "mse_weight", "kl_weight", "temporal_weight", "edge_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"vae.loss.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -146,17 +147,27 @@ class VAESection:
     """`[vae]`: `path` (diffusion runs) is the VAE folder to encode with (a VAE run's export).
     VAE runs train the architecture `preset` ("world": `VAEConfig.world()`, "wan21": Wan 2.1's)
     with the `[vae.config]` values replacing the preset's; `stats_clips` clips estimate the
-    latent mean/std written with the exported VAE."""
+    latent mean/std written with the exported VAE.
+
+    `init`: a VAE folder (an export, e.g. `src/vidiff/assets/world-dit/vae`) whose weights start
+    the run; its architecture must equal the recipe's. `train = "decoder"` (needs `init`) freezes
+    the encoder: the latents stay exactly those of `init`, so every diffusion model trained on
+    them keeps working with the new decoder, and the export keeps `init`'s latent mean/std
+    (decoder fine-tuning, as Stable Diffusion's ft-MSE VAE was made)."""
 
     path: str = ""
     preset: Literal["world", "wan21"] = "world"
     config: dict[str, Any] = field(default_factory=dict)
     loss: VAELossSection = field(default_factory=VAELossSection)
     stats_clips: int = 256
+    init: str = ""
+    train: Literal["all", "decoder"] = "all"
 
     def __post_init__(self) -> None:
         if self.stats_clips < 1:
             raise ValueError(f"vae.stats_clips must be >= 1, got {self.stats_clips}")
+        if self.train == "decoder" and not self.init:
+            raise ValueError("vae.train = \"decoder\" needs vae.init (the VAE whose encoder stays frozen)")
         try:
             self.vae_config()
         except ConfigError as err:

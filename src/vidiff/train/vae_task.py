@@ -1,7 +1,10 @@
 """The VAE task: train a CausalVAE3D on world clips (or a video folder), validate by
 reconstruction, export a VAE folder with its latent statistics.
 
-    loss = vae_loss(x, recon, posterior; l1, mse, kl, temporal weights)   (vidiff.models.vae_losses)
+    loss = vae_loss(x, recon, posterior; l1, mse, kl, temporal, edge weights)   (vidiff.models.vae_losses)
+
+A run starts from fresh weights or from a trained VAE folder (`vae.init`); `vae.train = "decoder"`
+freezes everything up to the latents (encoder and quant_conv) and fine-tunes the decoder alone.
 
 World clips are rendered on the fly: batch p of rank r is the scenes of seeds drawn from a
 generator seeded with (data.seed, r, p) (`SeededBatchStream`), so data order resumes exactly and
@@ -27,8 +30,30 @@ __all__ = ["build_vae", "vae_data", "world_clip_batch", "make_vae_loss", "make_v
 _SEED_RANGE = 2**62
 
 
+#: Parameters that make the latents; frozen by `vae.train = "decoder"`.
+ENCODER_PREFIXES = ("encoder.", "quant_conv.")
+
+
 def build_vae(cfg: RunConfig) -> CausalVAE3D:
-    return CausalVAE3D(cfg.vae.vae_config())
+    """The recipe's VAE: fresh, or `vae.init`'s weights (the architectures must be equal, else a
+    ConfigError names the differing keys); with `vae.train = "decoder"` the encoder is frozen."""
+    from vidiff.config import ConfigError
+
+    model = CausalVAE3D(cfg.vae.vae_config())
+    if cfg.vae.init:
+        if not Path(cfg.vae.init, "config.json").is_file():
+            raise ConfigError(f"vae.init {cfg.vae.init}: no VAE folder there (no config.json inside)")
+        source = CausalVAE3D.from_pretrained(cfg.vae.init)
+        stats = ("latents_mean", "latents_std")  # set by the export, not architecture
+        theirs, ours = source.config.to_dict(), model.config.to_dict()
+        differ = sorted(k for k in set(theirs) | set(ours) if k not in stats and theirs.get(k) != ours.get(k))
+        if differ:
+            raise ConfigError(f"vae.init {cfg.vae.init}: its config differs from the recipe's in {', '.join(differ)}")
+        model = source
+    if cfg.vae.train == "decoder":
+        for name, p in model.named_parameters():
+            p.requires_grad_(not name.startswith(ENCODER_PREFIXES))
+    return model
 
 
 def world_clip_batch(cfg: RunConfig, batch_size: int):
@@ -70,7 +95,7 @@ def make_vae_loss(cfg: RunConfig):
         x = batch["video"]
         recon, posterior = model(x, sample_posterior=True, generator=generator)
         return vae_loss(x, recon.float(), posterior, l1_weight=w.l1_weight, mse_weight=w.mse_weight,
-                        kl_weight=w.kl_weight, temporal_weight=w.temporal_weight).total
+                        kl_weight=w.kl_weight, temporal_weight=w.temporal_weight, edge_weight=w.edge_weight).total
 
     return loss_fn
 
@@ -163,9 +188,14 @@ def _stats_batches(cfg: RunConfig, batch_size: int = 16):
 
 def export_vae(cfg: RunConfig, model: CausalVAE3D, export_dir: str | Path, device: str | torch.device = "cpu") -> Path:
     """Estimate the latent mean/std (posterior mode over `vae.stats_clips` clips), set them, and
-    write the VAE folder (`save_pretrained`) to `export_dir`."""
+    write the VAE folder (`save_pretrained`) to `export_dir`. A decoder-only run keeps
+    `vae.init`'s statistics: its latents are `init`'s, and so must their normalisation be."""
     model = model.to(device).eval()
-    mean, std = estimate_latent_stats(model, (b.to(device) for b in _stats_batches(cfg)))
+    if cfg.vae.train == "decoder":
+        init = CausalVAE3D.from_pretrained(cfg.vae.init)
+        mean, std = init.latents_mean, init.latents_std
+    else:
+        mean, std = estimate_latent_stats(model, (b.to(device) for b in _stats_batches(cfg)))
     model.set_latent_stats(mean, std)
     export_dir = Path(export_dir)
     model.cpu().save_pretrained(export_dir)
