@@ -15,6 +15,7 @@ a square and each other shape (`latent_gap`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 
@@ -62,18 +63,21 @@ def c4_of_found(frames: np.ndarray, caption: str) -> float | None:
 
 
 def latent_gap(vae: CausalVAE3D) -> dict[str, float]:
-    """``|mu(square) - mu(other)|`` (L2 over the whole latent) of a still red square and the same
-    scene with another shape, per size: how far apart the encoder puts the shapes."""
-    def mean(shape: str, size: str) -> torch.Tensor:
-        frames, _ = render(scene_from_caption(f"a {size} red {shape} stays still on a black background"), size=64)
+    """``|mu(square) - mu(other)|`` (L2 over the whole latent) of a still red square and the very
+    same scene with only the shape swapped (same place, size, angle), per size: how far apart the
+    encoder puts the shapes."""
+    def mean(scene) -> torch.Tensor:
+        frames, _ = render(scene, size=64)
         with torch.no_grad():
             return vae.encode(frames_to_video_tensor(frames)[None]).mean
 
     out = {}
     for size in ("small", "large"):
-        square = mean("square", size)
+        scene = scene_from_caption(f"a {size} red square stays still on a black background")
+        square = mean(scene)
         for other in ("circle", "triangle", "diamond"):
-            out[f"{size} square - {other}"] = float((square - mean(other, size)).norm())
+            swapped = dataclasses.replace(scene, objects=(dataclasses.replace(scene.objects[0], shape=other),))
+            out[f"{size} square - {other}"] = float((square - mean(swapped)).norm())
     return out
 
 

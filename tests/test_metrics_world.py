@@ -80,6 +80,18 @@ def test_shape_confusion_counts_which_shape_was_found_for_which_was_asked():
     json.dumps(got)
 
 
+def test_format_confusion_names_the_most_frequent_wrong_shape():
+    from vidiff.cli.eval_world import format_confusion
+
+    confusion = {
+        "circle": {"circle": 3, "square": 0, "triangle": 0, "diamond": 0, "none": 0},
+        "square": {"circle": 5, "square": 1, "triangle": 2, "diamond": 0, "none": 1},
+        "triangle": {"circle": 0, "square": 0, "triangle": 0, "diamond": 0, "none": 0},
+        "diamond": {"circle": 1, "square": 0, "triangle": 0, "diamond": 0, "none": 4},
+    }
+    assert format_confusion(confusion) == "circle 3/3, square 1/9 (else circle 5), diamond 0/5 (else none 4)"
+
+
 def test_float_tensor_input_matches_uint8():
     scenes, video = _rendered(range(3))
     tensor = frames_to_video_tensor(video)  # [B,3,F,H,W] in [-1, 1]

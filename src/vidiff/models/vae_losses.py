@@ -6,8 +6,8 @@
           + adversarial_weight * (-mean D(x_hat))
 
 ``<e>_w = sum w e / sum w`` is a weighted mean with per-pixel weights ``w = 1 + edge_weight * E``,
-where ``E`` [B, 1, F, H, W] is 1 within ``EDGE_DILATION // 2`` pixels (same frame) of an edge of
-the input and 0 elsewhere (`edge_mask`); ``edge_weight = 0`` gives the plain means. Objects
+where ``E`` [B, 1, F, H, W] is 1 in a band about ``EDGE_DILATION`` pixels wide (same frame)
+around the input's edges and 0 elsewhere (`edge_mask`); ``edge_weight = 0`` gives the plain means. Objects
 small against a flat background are a few percent of the pixels, so plain means let the
 decoder round a 10-pixel square's corners for almost no loss; weighting the edges makes it pay.
 
@@ -41,8 +41,8 @@ def temporal_difference(x: Tensor) -> Tensor:
     return x[:, :, 1:] - x[:, :, :-1]
 
 
-#: A pixel is on an edge when the largest channel change to its right or lower neighbour
-#: exceeds this (pixel values in [-1, 1]: 0.1 is 5% of the range).
+#: A pixel is on an edge when its largest channel change to the right neighbour plus that to the
+#: lower neighbour exceeds this (pixel values in [-1, 1]: 0.1 is 5% of the range).
 EDGE_THRESHOLD = 0.1
 #: Edges are widened to this many pixels (a square max-pool window) in every frame.
 EDGE_DILATION = 5
@@ -53,7 +53,9 @@ def edge_mask(x: Tensor, threshold: float = EDGE_THRESHOLD, dilation: int = EDGE
 
     ``e[h, w] = max_c |x[c, h, w+1] - x[c, h, w]| + max_c |x[c, h+1, w] - x[c, h, w]| > threshold``
     (the difference to a missing neighbour at the border is 0), then dilated by a
-    `dilation` x `dilation` max-pool within each frame (`dilation` odd).
+    `dilation` x `dilation` max-pool within each frame (`dilation` odd). Only the left / upper
+    pixel of a differing pair is marked, so the band reaches one pixel further outside an
+    object's left and top edges than outside its right and bottom ones.
     """
     if dilation < 1 or dilation % 2 == 0:
         raise ValueError(f"edge dilation must be an odd number >= 1, got {dilation}")

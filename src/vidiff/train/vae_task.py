@@ -188,12 +188,12 @@ def _stats_batches(cfg: RunConfig, batch_size: int = 16):
 
 def export_vae(cfg: RunConfig, model: CausalVAE3D, export_dir: str | Path, device: str | torch.device = "cpu") -> Path:
     """Estimate the latent mean/std (posterior mode over `vae.stats_clips` clips), set them, and
-    write the VAE folder (`save_pretrained`) to `export_dir`. A decoder-only run keeps
-    `vae.init`'s statistics: its latents are `init`'s, and so must their normalisation be."""
+    write the VAE folder (`save_pretrained`) to `export_dir`. A decoder-only run keeps the
+    statistics it started with (`vae.init`'s, carried in the model's buffers): its latents are
+    `init`'s, and so must their normalisation be."""
     model = model.to(device).eval()
     if cfg.vae.train == "decoder":
-        init = CausalVAE3D.from_pretrained(cfg.vae.init)
-        mean, std = init.latents_mean, init.latents_std
+        mean, std = model.latents_mean.clone(), model.latents_std.clone()
     else:
         mean, std = estimate_latent_stats(model, (b.to(device) for b in _stats_batches(cfg)))
     model.set_latent_stats(mean, std)
