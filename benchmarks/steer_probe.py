@@ -47,16 +47,15 @@ def found_value(key: str, judged: dict) -> str | None:
     return value.removeprefix("moves ") if value else value
 
 
-def resample(pipe, z_true: torch.Tensor, caption: str, t0: float, eps: torch.Tensor, uncond) -> torch.Tensor:
+def resample(pipe, z_true: torch.Tensor, text, t0: float, eps: torch.Tensor, uncond) -> torch.Tensor:
     """Videos `[B, 3, F, H, W]` sampled from `z_true` noised to `t0` (see the module docstring);
-    `uncond`: the encoded empty prompts of the guidance."""
+    `text` / `uncond`: the encoded caption and empty prompts of the guidance, one per noise draw."""
     sch = pipe.scheduler
     n = eps.shape[0]
     x, _ = D.add_noise(z_true.expand_as(eps), eps, torch.full((n,), t0), sch.make_schedule())
     grid = sch.times(sch.sampler, sch.num_inference_steps)
     times = torch.cat([torch.tensor([t0]), grid[grid < t0]])
-    denoise = pipe.make_denoiser(pipe.encode_prompts([caption] * n), tuple(z_true.shape[1:]),
-                                 uncond_text=uncond, guidance_scale=sch.guidance_scale)
+    denoise = pipe.make_denoiser(text, tuple(z_true.shape[1:]), uncond_text=uncond, guidance_scale=sch.guidance_scale)
     with torch.no_grad():
         return pipe.decode_latents(sch.sample(denoise, x, times, sch.sampler))
 
@@ -80,9 +79,11 @@ def main(argv=None) -> int:
         for true, other in pairs:
             frames, _ = render(scene_from_caption(template.format(true), seed=args.seed))
             z_true = pipe.encode_frames(frames_to_video_tensor(frames)[None])
+            runs = [(template.format(value), value, share) for value, share in ((true, "kept"), (other, "steered"))]
+            texts = [pipe.encode_prompts([caption] * args.noises) for caption, _, _ in runs]
             for t0 in START_TIMES:
-                for caption, value, share in ((template.format(true), true, "kept"), (template.format(other), other, "steered")):
-                    videos = resample(pipe, z_true, caption, t0, eps, uncond)
+                for (caption, value, share), text in zip(runs, texts):
+                    videos = resample(pipe, z_true, text, t0, eps, uncond)
                     counts[t0][share] += sum(found_value(key, evaluate_video(as_uint8_frames(v), caption)) == value
                                              for v in videos)
                 counts[t0]["videos"] += args.noises

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import sys
 
 import numpy as np
 import torch
@@ -29,7 +28,7 @@ from vidiff.metrics.world import as_uint8_frames, evaluate_video, shape_confusio
 from vidiff.models.vae import CausalVAE3D
 from vidiff.world import render, scene_from_caption
 from vidiff.world.dataset import frames_to_video_tensor
-from vidiff.world.grammar import SHAPES
+from vidiff.world.grammar import SHAPES, CaptionSpec, parse_caption
 
 MOTIONS = ("moves right", "moves up", "bounces", "spins", "moves left", "stays still")
 COLORS = ("red", "green", "blue", "yellow")
@@ -52,11 +51,9 @@ def captions(seeds: int) -> list[tuple[str, int]]:
     return out
 
 
-def c4_of_found(frames: np.ndarray, caption: str) -> float | None:
-    """Mean |C_4| of the caption's colour over the frames where it is found (None: never found)."""
-    words = caption.split()
-    color, background = words[2], words[-2]
-    track = track_colors(frames, segment(frames, background)).get(color)
+def c4_of_found(frames: np.ndarray, spec: CaptionSpec) -> float | None:
+    """Mean |C_4| of the caption's object colour over the frames where it is found (None: never found)."""
+    track = track_colors(frames, segment(frames, spec.background)).get(spec.objects[0].color)
     if track is None or not track.found.any():
         return None
     return float(np.abs(track.moments[track.found, 2]).mean())
@@ -82,28 +79,32 @@ def latent_gap(vae: CausalVAE3D) -> dict[str, float]:
 
 
 def judge(vae: CausalVAE3D, renders: list[tuple[str, np.ndarray]]) -> dict:
-    rows, c4, psnr = [], {s: {"small": [], "large": []} for s in SHAPES}, []
+    rows, psnr = [], []
+    groups = {f"{size} {shape}": {"shape_acc": [], "c4": []} for shape in SHAPES for size in ("small", "large")}
     for caption, frames in tqdm(renders, desc="vae", leave=False, disable=None):
         x = frames_to_video_tensor(frames)[None]
         with torch.no_grad():
             recon = vae.decode(vae.encode(x).mode()).clamp(-1, 1)
         psnr.append(10.0 * float(torch.log10(4.0 / (recon - x).square().mean())))
         decoded = as_uint8_frames(recon[0])
-        rows.append(evaluate_video(decoded, caption))
-        value = c4_of_found(decoded, caption)
+        spec = parse_caption(caption)
+        rows.append(evaluate_video(decoded, spec))
+        group = groups[f"{spec.objects[0].size} {spec.objects[0].shape}"]
+        group["shape_acc"].append(rows[-1]["shape_acc"])
+        value = c4_of_found(decoded, spec)
         if value is not None:
-            c4[caption.split()[3]][caption.split()[1]].append(value)
-    by = {}
-    for shape in SHAPES:
-        for size in ("small", "large"):
-            picked = [r for r in rows if r["caption"].split()[1] == size and r["caption"].split()[3] == shape]
-            by[f"{size} {shape}"] = {"shape_acc": float(np.mean([r["shape_acc"] for r in picked])),
-                                     "c4": float(np.mean(c4[shape][size])) if c4[shape][size] else None,
-                                     "count": len(picked)}
+            group["c4"].append(value)
+    by = {key: {"shape_acc": float(np.mean(g["shape_acc"])), "c4": float(np.mean(g["c4"])) if g["c4"] else None,
+                "count": len(g["shape_acc"])} for key, g in groups.items()}
     return {"shape_acc": float(np.mean([r["shape_acc"] for r in rows])), "psnr_median": statistics.median(psnr),
             "background_flicker": float(np.mean([r["background_flicker"] for r in rows])),
             "latent_gap": latent_gap(vae),
             "by_shape_and_size": by, "shape_confusion": shape_confusion(rows)}
+
+
+def judge_truth(renders: list[tuple[str, np.ndarray]]) -> float:
+    """Shape accuracy of the renders themselves (1.0 unless the tracker is wrong)."""
+    return float(np.mean([evaluate_video(frames, c)["shape_acc"] for c, frames in renders]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {"renders": len(renders), "ground_truth_shape_acc": truth, "vaes": {}}
     for folder in args.vae:
         report["vaes"][folder] = judge(CausalVAE3D.from_pretrained(folder).eval(), renders)
-    write_report(args.json, report, "vae_shapes.py", argv if argv is not None else sys.argv[1:])
+    write_report(args.json, report, "vae_shapes.py", argv)
     print("| VAE | shape | PSNR dB | flicker | " + " | ".join(f"{s} small / large" for s in SHAPES) + " |")
     for folder, r in report["vaes"].items():
         cells = [f"{r['by_shape_and_size'][f'small {s}']['shape_acc']:.2f} / {r['by_shape_and_size'][f'large {s}']['shape_acc']:.2f}"
@@ -127,11 +128,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {folder} | {r['shape_acc']:.2f} | {r['psnr_median']:.1f} | {r['background_flicker']:.5f} | "
               + " | ".join(cells) + " |")
     print(f"ground truth: {truth:.2f}; report: {args.json}")
-
-
-def judge_truth(renders: list[tuple[str, np.ndarray]]) -> float:
-    """Shape accuracy of the renders themselves (1.0 unless the tracker is wrong)."""
-    return float(np.mean([evaluate_video(frames, c)["shape_acc"] for c, frames in renders]))
 
 
 if __name__ == "__main__":

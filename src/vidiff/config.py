@@ -28,6 +28,7 @@ __all__ = [
     "parse_overrides",
     "apply_overrides",
     "dumps_json",
+    "changed_keys",
 ]
 
 
@@ -248,6 +249,21 @@ def _type_name(tp: Any) -> str:
     if tp is type(None):
         return "none"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _flatten(data, prefix: str = "") -> dict:
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def changed_keys(old: dict, new: dict) -> list[str]:
+    """Dotted keys whose values differ between two config dicts (added or removed keys included)."""
+    a, b = _flatten(old), _flatten(new)
+    return sorted(k for k in set(a) | set(b) if a.get(k, object()) != b.get(k, object()))
 
 
 def dumps_json(obj: Any) -> str:

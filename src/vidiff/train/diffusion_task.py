@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from vidiff import diffusion as D
-from vidiff.config import ConfigError
+from vidiff.config import ConfigError, changed_keys
 from vidiff.data.latent_cache import LatentCacheDataset, build_latent_cache, encoder_fingerprint
 from vidiff.data.loader import ResumableLoader
 from vidiff.models.conditioning import Conditioning
@@ -146,18 +146,19 @@ def init_from_pipeline(denoiser: nn.Module, text_encoder: nn.Module, directory: 
     pairs = ((load_denoiser(str(Path(directory, "transformer"))), denoiser, "transformer"),
              (BuiltinTextEncoder.from_pretrained(str(Path(directory, "text_encoder"))), text_encoder, "text_encoder"))
     for source, target, name in pairs:
-        theirs, ours = source.config.to_dict(), target.config.to_dict()
-        differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        differ = changed_keys(source.config.to_dict(), target.config.to_dict())
         if type(source) is not type(target) or differ:
             raise ConfigError(f"model.init {directory}/{name}: its config differs from the recipe's in "
                               f"{', '.join(differ) or 'class'} ({type(source).__name__} vs {type(target).__name__})")
         target.load_state_dict(source.state_dict())
 
 
-def build_diffusion_model(cfg: RunConfig, z_dim: int) -> DiffusionModel:
+def build_diffusion_model(cfg: RunConfig, z_dim: int, load_init: bool = True) -> DiffusionModel:
+    """The recipe's denoiser and text encoder, with `model.init`'s weights when `load_init`
+    (a run's start); rebuilds that get their weights from a checkpoint or the EMA pass False."""
     text = build_text_encoder(cfg)
     denoiser = build_denoiser(cfg, z_dim, text.dim)
-    if cfg.model.init:
+    if cfg.model.init and load_init:
         init_from_pipeline(denoiser, text, cfg.model.init)
     word_head = None
     if cfg.diffusion.word_loss_weight > 0:
@@ -419,7 +420,7 @@ def make_diffusion_validate(cfg: RunConfig, out_dir: str | Path, vae: nn.Module,
     fixed: dict[str, Any] = {}
 
     def validate(trainer, step: int) -> dict[str, float] | None:
-        model = ema_module(trainer, lambda: build_diffusion_model(cfg, z_dim))
+        model = ema_module(trainer, lambda: build_diffusion_model(cfg, z_dim, load_init=False))
         if not trainer.dist.is_main:
             return None
         device = trainer.device

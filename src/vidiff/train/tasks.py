@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vidiff.config import ConfigError, config_from_dict
+from vidiff.config import ConfigError, changed_keys, config_from_dict
 from vidiff.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from vidiff.train.distributed import DistInfo, barrier, init_distributed
 from vidiff.train.recipe import RunConfig, recipe_to_dict
@@ -52,13 +52,14 @@ def load_run_vae(cfg: RunConfig) -> nn.Module:
 
 
 def _builder(cfg: RunConfig, vae: nn.Module | None):
+    """Builds the run's model without its init weights: every caller loads a full state into it."""
     if cfg.task == "vae":
         from vidiff.train.vae_task import build_vae
 
-        return lambda: build_vae(cfg)
+        return lambda: build_vae(cfg, load_init=False)
     from vidiff.train.diffusion_task import build_diffusion_model
 
-    return lambda: build_diffusion_model(cfg, vae.config.z_dim)
+    return lambda: build_diffusion_model(cfg, vae.config.z_dim, load_init=False)
 
 
 def _export(cfg: RunConfig, model: nn.Module, vae: nn.Module | None, export_dir: Path,
@@ -81,21 +82,6 @@ def build_cache(cfg: RunConfig, dist: DistInfo | None = None, progress: bool = T
     dist = dist or init_distributed(cfg.train.device)
     return ensure_latent_cache(cfg, load_run_vae(cfg), cfg.out_dir, device=dist.device, is_main=dist.is_main,
                                progress=progress)
-
-
-def _flatten(data, prefix: str = "") -> dict:
-    if isinstance(data, dict):
-        out = {}
-        for key, value in data.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: data}
-
-
-def changed_keys(old: dict, new: dict) -> list[str]:
-    """Dotted keys whose values differ between two recipe dicts (added or removed keys included)."""
-    a, b = _flatten(old), _flatten(new)
-    return sorted(k for k in set(a) | set(b) if a.get(k, object()) != b.get(k, object()))
 
 
 def _warn_on_changed_recipe(cfg: RunConfig, dist: DistInfo) -> None:

@@ -34,19 +34,20 @@ _SEED_RANGE = 2**62
 ENCODER_PREFIXES = ("encoder.", "quant_conv.")
 
 
-def build_vae(cfg: RunConfig) -> CausalVAE3D:
-    """The recipe's VAE: fresh, or `vae.init`'s weights (the architectures must be equal, else a
-    ConfigError names the differing keys); with `vae.train = "decoder"` the encoder is frozen."""
-    from vidiff.config import ConfigError
+def build_vae(cfg: RunConfig, load_init: bool = True) -> CausalVAE3D:
+    """The recipe's VAE: fresh, or `vae.init`'s weights when `load_init` (a run's start; the
+    architectures must be equal, else a ConfigError names the differing keys); with
+    `vae.train = "decoder"` the encoder is frozen. Rebuilds that get their weights from a
+    checkpoint or the EMA pass `load_init=False`."""
+    from vidiff.config import ConfigError, changed_keys
 
     model = CausalVAE3D(cfg.vae.vae_config())
-    if cfg.vae.init:
+    if cfg.vae.init and load_init:
         if not Path(cfg.vae.init, "config.json").is_file():
             raise ConfigError(f"vae.init {cfg.vae.init}: no VAE folder there (no config.json inside)")
         source = CausalVAE3D.from_pretrained(cfg.vae.init)
         stats = ("latents_mean", "latents_std")  # set by the export, not architecture
-        theirs, ours = source.config.to_dict(), model.config.to_dict()
-        differ = sorted(k for k in set(theirs) | set(ours) if k not in stats and theirs.get(k) != ours.get(k))
+        differ = [k for k in changed_keys(source.config.to_dict(), model.config.to_dict()) if k not in stats]
         if differ:
             raise ConfigError(f"vae.init {cfg.vae.init}: its config differs from the recipe's in {', '.join(differ)}")
         model = source
@@ -145,7 +146,7 @@ def make_vae_validate(cfg: RunConfig, out_dir: str | Path):
 
     def validate(trainer, step: int) -> dict[str, float] | None:
         nonlocal clips
-        model = ema_module(trainer, lambda: build_vae(cfg))
+        model = ema_module(trainer, lambda: build_vae(cfg, load_init=False))
         if not trainer.dist.is_main:
             return None
         if clips is None:
