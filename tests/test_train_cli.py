@@ -171,6 +171,23 @@ def test_decoder_fine_tuning_keeps_the_encoder_and_the_latent_stats_exactly(tmp_
     assert any(not torch.equal(before[k], after[k]) for k in decoder)
     assert tuned.config.latents_mean == init.config.latents_mean
     assert tuned.config.latents_std == init.config.latents_std
+    # a resume takes the weights and the stats from its checkpoint: the init folder may be gone
+    (tmp_path / "init").rename(tmp_path / "init_moved")
+    assert vidiff_train(*argv, "--resume", "train.steps=4") == 0
+    resumed = CausalVAE3D.from_pretrained(tmp_path / "ft" / "export")
+    assert all(torch.equal(before[k], resumed.state_dict()[k]) for k in encoder)
+    assert resumed.config.latents_mean == init.config.latents_mean
+    (tmp_path / "init_moved").rename(tmp_path / "init")
+    # dropout and output clamping are not architecture: the recipe's values win
+    other = CausalVAE3D(VAEConfig.world(base_dim=8, dropout=0.1, clamp_output=False))
+    other.load_state_dict(init.state_dict())
+    other.save_pretrained(tmp_path / "init_dropout")
+    assert vidiff_train(*argv[:-3], "--out", str(tmp_path / "ft2"), f"vae.init={tmp_path / 'init_dropout'}",
+                        'vae.train="decoder"') == 0
+    tuned2 = CausalVAE3D.from_pretrained(tmp_path / "ft2" / "export")
+    assert tuned2.config.dropout == 0.0 and tuned2.config.clamp_output
+    assert all(torch.equal(before[k], tuned2.state_dict()[k]) for k in encoder)
+    assert tuned2.config.latents_std == init.config.latents_std
     # an init of another architecture is refused, naming what differs; a missing one names the path
     with pytest.raises(CLIError, match=f"vae.init {tmp_path / 'init'}: its config differs .* z_dim"):
         vidiff_train(*argv, "vae.config.z_dim=8")

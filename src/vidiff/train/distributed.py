@@ -73,7 +73,12 @@ def init_distributed(device: str = "auto", backend: str | None = None) -> DistIn
 
 
 def shutdown_distributed() -> None:
+    """Leave the process group. All ranks meet at a barrier first: a rank that tore its group
+    down while another was still in a collective aborted gloo's worker threads ("terminate
+    called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -110,12 +110,14 @@ def train_recipe(cfg: RunConfig, *, resume: bool = False, export: bool = True) -
     out_dir = Path(cfg.out_dir)
     if resume:
         _warn_on_changed_recipe(cfg, dist)
+    # A resumed run takes its weights from the checkpoint: vae.init / model.init are not read.
+    load_init = not (resume and latest_checkpoint(out_dir) is not None)
     vae = None
     torch.manual_seed(cfg.train.seed)  # the initial weights follow the recipe's seed
     if cfg.task == "vae":
         from vidiff.train.vae_task import build_vae, make_vae_loss, make_vae_validate, vae_data
 
-        model = build_vae(cfg)
+        model = build_vae(cfg, load_init=load_init)
         data = vae_data(cfg, dist.rank, dist.world_size)
         loss_fn = make_vae_loss(cfg)
         validate = make_vae_validate(cfg, out_dir)
@@ -133,7 +135,7 @@ def train_recipe(cfg: RunConfig, *, resume: bool = False, export: bool = True) -
         cache = ensure_latent_cache(cfg, vae, out_dir, device=dist.device, is_main=dist.is_main,
                                     progress=cfg.train.progress)
         torch.manual_seed(cfg.train.seed)
-        model = build_diffusion_model(cfg, vae.config.z_dim)
+        model = build_diffusion_model(cfg, vae.config.z_dim, load_init=load_init)
         data = diffusion_data(cfg, cache, dist.rank, dist.world_size, encoder_key=latent_cache_key(cfg, vae))
         loss_fn = make_diffusion_loss(cfg)
         validate = make_diffusion_validate(cfg, out_dir, vae, cache)

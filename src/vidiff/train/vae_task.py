@@ -30,13 +30,18 @@ __all__ = ["build_vae", "vae_data", "world_clip_batch", "make_vae_loss", "make_v
 _SEED_RANGE = 2**62
 
 
+#: VAEConfig fields an init may differ in from the recipe (the recipe's values are used): set by
+#: the export, or training-time behaviour without weights of their own.
+NOT_ARCHITECTURE = ("latents_mean", "latents_std", "dropout", "clamp_output")
+
 #: Parameters that make the latents; frozen by `vae.train = "decoder"`.
 ENCODER_PREFIXES = ("encoder.", "quant_conv.")
 
 
 def build_vae(cfg: RunConfig, load_init: bool = True) -> CausalVAE3D:
-    """The recipe's VAE: fresh, or `vae.init`'s weights when `load_init` (a run's start; the
-    architectures must be equal, else a ConfigError names the differing keys); with
+    """The recipe's VAE: fresh, or `vae.init`'s weights and latent stats when `load_init` (a
+    run's start; the architectures must be equal, else a ConfigError names the differing keys;
+    dropout and output clamping follow the recipe); with
     `vae.train = "decoder"` the encoder is frozen. Rebuilds that get their weights from a
     checkpoint or the EMA pass `load_init=False`."""
     from vidiff.config import ConfigError, changed_keys
@@ -46,11 +51,12 @@ def build_vae(cfg: RunConfig, load_init: bool = True) -> CausalVAE3D:
         if not Path(cfg.vae.init, "config.json").is_file():
             raise ConfigError(f"vae.init {cfg.vae.init}: no VAE folder there (no config.json inside)")
         source = CausalVAE3D.from_pretrained(cfg.vae.init)
-        stats = ("latents_mean", "latents_std")  # set by the export, not architecture
-        differ = [k for k in changed_keys(source.config.to_dict(), model.config.to_dict()) if k not in stats]
+        differ = [k for k in changed_keys(source.config.to_dict(), model.config.to_dict())
+                  if k not in NOT_ARCHITECTURE]
         if differ:
             raise ConfigError(f"vae.init {cfg.vae.init}: its config differs from the recipe's in {', '.join(differ)}")
-        model = source
+        model.load_state_dict(source.state_dict())
+        model.set_latent_stats(source.latents_mean, source.latents_std)
     if cfg.vae.train == "decoder":
         for name, p in model.named_parameters():
             p.requires_grad_(not name.startswith(ENCODER_PREFIXES))
