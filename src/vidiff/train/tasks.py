@@ -97,6 +97,10 @@ def _warn_on_changed_recipe(cfg: RunConfig, dist: DistInfo) -> None:
         old = json.loads((ckpt / "config.json").read_text())
     except (OSError, json.JSONDecodeError):
         return
+    try:  # keys added to the recipe after the checkpoint was written take their defaults
+        old = recipe_to_dict(config_from_dict(RunConfig, old, source=str(ckpt / "config.json")))
+    except (ConfigError, TypeError, ValueError):
+        pass
     changed = changed_keys(old, recipe_to_dict(cfg))
     if changed:
         warnings.warn(f"resuming {ckpt} with a recipe that differs from the one it was trained with in: "
