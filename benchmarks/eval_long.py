@@ -12,6 +12,8 @@ a held-out combination):
     and seeds at the training length (one pass); ratio = mean(long) / mean(short).
     Acceptance: both ratios <= 1.5.
   * persistence of the long videos (fraction of frames the object is found). Acceptance >= 0.95.
+  * size growth: object area over the last clip length of a long video / over its first
+    (geometric mean over videos; every caption here keeps its size, so 1 is right). Diagnostic.
   * seams: `boundary_change_ratio` (mean frame-to-frame change at window boundaries / median
     change elsewhere), mean over videos. Acceptance <= 1.5 (mean of `max_ratio` also reported).
 Prompt schedules (same object, the motion changes, e.g. moves right -> moves left -> right ...):
@@ -73,6 +75,11 @@ def mean(values) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def geometric_mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.exp(np.mean(np.log(values)))) if values else None
+
+
 def alternating_schedule(first: str, then: str, segments: int, segment: int) -> list[tuple[str, int | None]]:
     """A `prompts=` schedule of `segments` segments of `segment` frames that alternates `first`
     and `then`; the last segment takes the remaining frames."""
@@ -94,7 +101,7 @@ def schedule_runs(windows) -> list[tuple[str, int, int]]:
 
 def evaluate_mode(pipe, mode: str, args) -> dict:
     from vidiff.metrics.seams import boundary_change_ratio
-    from vidiff.metrics.world import evaluate_video
+    from vidiff.metrics.world import evaluate_video, size_growth
     from vidiff.pipelines.long import generate_long
 
     short_frames = pipe.config.num_frames
@@ -115,7 +122,7 @@ def evaluate_mode(pipe, mode: str, args) -> dict:
             l_row = evaluate_video(out.frames, cap)
             seam = boundary_change_ratio(out.frames, out.boundaries)
             l_row.update(seed=seed, seam_ratio=seam["ratio"], seam_max_ratio=seam["max_ratio"],
-                         seconds=time.perf_counter() - t0)
+                         size_growth=size_growth(out.frames, cap, short_frames), seconds=time.perf_counter() - t0)
             s_row.update(seed=seed)
             for row in (s_row, l_row):
                 row.pop("objects", None)
@@ -160,6 +167,8 @@ def evaluate_mode(pipe, mode: str, args) -> dict:
         "background_flicker_long": mean(r["background_flicker"] for r in long_rows),
         "background_flicker_ratio": ratio("background_flicker"),
         "persistence_long": mean(r["persistence"] for r in long_rows),
+        # geometric mean over the long videos of last-clip / first-clip object area
+        "size_growth": geometric_mean(r["size_growth"] for r in long_rows),
         "seam_ratio": mean(r["seam_ratio"] for r in long_rows),
         "seam_max_ratio": mean(r["seam_max_ratio"] for r in long_rows),
         "schedule_motion_acc": mean(s["motion_acc"] for row in schedule_rows for s in row["segments"]),

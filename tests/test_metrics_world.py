@@ -14,6 +14,7 @@ from vidiff.metrics.world import (
     evaluate_videos,
     first_frame_psnr,
     shape_confusion,
+    size_growth,
 )
 from vidiff.world.dataset import frames_to_video_tensor
 from vidiff.world.grammar import BACKGROUND_CONFLICTS, COLORS, DIRECTIONAL_MOTIONS, WorldGrammarError
@@ -195,6 +196,24 @@ def test_missing_object_and_identity_drift():
     half[len(frames) // 2:][obj[len(frames) // 2:]] = (half[len(frames) // 2:][obj[len(frames) // 2:]] * 0.8).astype(np.uint8)
     base = evaluate_video(frames, caption(scene))["identity_drift"]
     assert evaluate_video(half, caption(scene))["identity_drift"] > base + 0.05
+
+
+def test_size_growth_follows_the_rendered_area():
+    """On renders the tracked area is the drawn area (anti-aliased coverage), so the growth
+    equals the truth's median-area ratio; a still object keeps exactly 1."""
+    for text in ("a large red circle stays still on a black background",
+                 "a large blue square grows on a gray background",
+                 "a small green triangle shrinks on a navy background"):
+        frames, truth = render(scene_from_caption(text, seed=3))
+        true_area = truth.objects[0].area
+        expected = np.median(true_area[-4:]) / np.median(true_area[:4])
+        assert size_growth(frames, text, 4) == pytest.approx(expected, rel=0.03), text
+    still = "a large red circle stays still on a black background"
+    assert size_growth(render(scene_from_caption(still, seed=3))[0], still, 4) == pytest.approx(1.0, abs=1e-6)
+    clip = render(scene_from_caption(still, seed=3))[0]
+    with pytest.raises(ValueError, match="clip must be in"):
+        size_growth(clip, still, 0)
+    assert size_growth(np.full_like(clip, 0), still, 4) is None  # no red object at all
 
 
 def test_first_frame_psnr_closed_form():

@@ -289,6 +289,29 @@ def first_frame_psnr(frames: np.ndarray, image: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
+def size_growth(frames, caption: str | CaptionSpec, clip: int) -> float | None:
+    """How much a long video's object grew: the median tracked area of the caption's first
+    object over the last `clip` frames divided by its median over the first `clip` frames,
+
+        growth = median(area[F - clip:]) / median(area[:clip]),
+
+    1 for an object that keeps its size. Long videos made window by window can show a drift
+    that no single window does: each window growing the object by a few percent compounds.
+    None when the object is not found in either part."""
+    frames = as_uint8_frames(frames)
+    spec = caption if isinstance(caption, CaptionSpec) else parse_caption(caption)
+    if not 1 <= clip <= len(frames):
+        raise ValueError(f"clip must be in [1, {len(frames)}] frames, got {clip}")
+    track = track_colors(frames, segment(frames, spec.background)).get(spec.objects[0].color)
+    if track is None:
+        return None
+    area = np.where(track.found, track.area, np.nan)
+    first, last = area[:clip][np.isfinite(area[:clip])], area[-clip:][np.isfinite(area[-clip:])]
+    if not len(first) or not len(last):
+        return None
+    return float(np.median(last) / np.median(first))
+
+
 def _mean(values) -> float | None:
     vals = [v for v in values if v is not None]
     return float(np.mean(vals)) if vals else None
