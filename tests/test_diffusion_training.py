@@ -8,6 +8,7 @@ from vidiff.diffusion import (
     FlowSchedule,
     add_noise,
     diffusion_loss,
+    foreground_weights,
     from_x0_eps,
     logit_normal_timesteps,
     timestep_shift,
@@ -122,6 +123,42 @@ def test_loss_frame_weights_are_a_weighted_mean():
                                (wm * per_frame).sum() / wm.sum())
     with pytest.raises(ValueError, match="frame_weights must be"):
         diffusion_loss(pred, x0, eps, t, sched, kind, frame_weights=torch.ones(2, 3))
+
+
+def test_foreground_weights_closed_form():
+    # a uniform background (spread 0) with a 2x2 object in frame 1: full weight there, 1 elsewhere
+    x0 = torch.full((2, 3, 4, 4, 4), 0.5)
+    x0[0, :, 1, 1:3, 1:3] = -2.0
+    w = foreground_weights(x0, 3.0)
+    expected = torch.ones(2, 1, 4, 4, 4)
+    expected[0, :, 1, 1:3, 1:3] = 4.0
+    torch.testing.assert_close(w, expected)
+    # a background with spread: d = |x - median| per position (one channel), s = median(d)
+    x = torch.tensor([0.0, 0.1, -0.1, 0.1, -0.1, 0.3, 0.5, 0.0]).reshape(1, 1, 1, 2, 4)
+    d = (x - x.flatten().median()).abs()
+    s = d.flatten().median()
+    ref = 1 + 2.0 * ((d - 2 * s) / (2 * s)).clamp(0, 1)
+    torch.testing.assert_close(foreground_weights(x, 2.0), ref)
+    assert foreground_weights(x, 2.0)[0, 0, 0, 1, 1] == 2.0 and foreground_weights(x, 2.0)[0, 0, 0, 1, 2] == 3.0
+    torch.testing.assert_close(foreground_weights(x, 0.0), torch.ones_like(x))
+    with pytest.raises(ValueError, match=">= 0"):
+        foreground_weights(x, -1.0)
+
+
+def test_loss_position_weights_are_a_weighted_mean():
+    sched, kind = FlowSchedule(), "flow"
+    g = torch.Generator().manual_seed(7)
+    x0, eps = torch.randn(2, 3, 4, 2, 2, generator=g), torch.randn(2, 3, 4, 2, 2, generator=g)
+    t = torch.rand(2, generator=g)
+    pred = torch.randn(x0.shape, generator=g)
+    pw = torch.rand(2, 1, 4, 2, 2, generator=g) + 0.5
+    mask = torch.tensor([[0.0, 1, 0, 0], [0, 0, 0, 1]])
+    w = pw * (1 - mask)[:, None, :, None, None]
+    se = (pred - (eps - x0)).square()
+    ref = (w * se).sum() / (w.expand_as(se)).sum()
+    torch.testing.assert_close(diffusion_loss(pred, x0, eps, t, sched, kind, frame_mask=mask, position_weights=pw), ref)
+    with pytest.raises(ValueError, match="position_weights must be"):
+        diffusion_loss(pred, x0, eps, t, sched, kind, position_weights=torch.ones(2, 1, 4, 2))
 
 
 def test_loss_gradient_flows_only_through_counted_frames():

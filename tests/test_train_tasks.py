@@ -145,6 +145,26 @@ def test_image_loss_denoises_first_latent_frames_alone_and_adds_weighted_without
         DiffusionSection(image_loss_weight=-1.0)
 
 
+def test_foreground_weight_weighs_the_video_loss_by_foreground_weights():
+    from vidiff.diffusion import foreground_weights
+
+    batch = _batch(b=8)
+    x0 = batch["latents"]
+    x0[:, :, :, :2, :2] += 6.0  # an "object" in a corner of every frame
+    for w in (0.0, 3.0):
+        model = _Recorder(concat=False)
+        loss = _loss(_run_config(i2v_prob=0.0, caption_dropout=0.0, foreground_weight=w), model, batch).item()
+        call = model.calls[0]
+        t = call["t"][:, None, :, None, None]
+        target = (call["x_t"] - (1 - t) * x0) / t - x0  # flow target eps - x0; the model predicts 0
+        weights = foreground_weights(x0, w).expand_as(target)
+        assert loss == pytest.approx(float((weights * target.square()).sum() / weights.sum()), rel=1e-5)
+    fg = foreground_weights(x0, 3.0)
+    assert float(fg[:, :, :, :2, :2].mean()) > 3.5 > 1.5 > float(fg[:, :, :, 2:, 2:].mean())
+    with pytest.raises(ValueError, match="foreground_weight"):
+        DiffusionSection(foreground_weight=-1.0)
+
+
 def test_word_loss_adds_the_weighted_word_recovery_loss_of_the_video_captions():
     torch.manual_seed(0)
     batch = _batch(b=4, f=2)

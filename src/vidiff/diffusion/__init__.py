@@ -6,7 +6,7 @@ Time is continuous, t in [0, 1], t = 0 clean, t = 1 noise: `x_t = alpha(t) x0 + 
 
 from .guidance import guidance_ramp, guided_denoiser, history_guided_denoiser
 from .noise import independent_noise, mixed_noise, progressive_noise
-from .objectives import add_noise, diffusion_loss, per_frame_time
+from .objectives import add_noise, diffusion_loss, foreground_weights, per_frame_time
 from .prediction import PREDICTION_TYPES, from_x0_eps, schedule_coefficients, to_x0_eps, x0_denoiser
 from .samplers import (
     DEFAULT_STEPS,
@@ -34,7 +34,7 @@ __all__ = [
     "timestep_shift", "broadcast_time",
     "PREDICTION_TYPES", "to_x0_eps", "from_x0_eps", "x0_denoiser", "schedule_coefficients",
     "uniform_timesteps", "logit_normal_timesteps",
-    "add_noise", "diffusion_loss", "per_frame_time",
+    "add_noise", "diffusion_loss", "foreground_weights", "per_frame_time",
     "flow_times", "unipc_flow_times", "vp_times", "vp_timesteps",
     "DEFAULT_STEPS", "sample_ddpm", "sample_ddim", "sample_euler", "sample_heun", "sample_dpmpp_2m",
     "sample_unipc",

@@ -37,13 +37,40 @@ def add_noise(x0: Tensor, eps: Tensor, t: Tensor, schedule, frame_mask: Tensor |
     return x_t, t
 
 
+def foreground_weights(x0: Tensor, strength: float) -> Tensor:
+    """Per-position loss weights `[B, 1, F, H, W]` that favour what stands out of a clip's latents.
+
+    A position's distance from the clip's background is `d = ||x0[b, :, f, h, w] - m_b||_2` over
+    channels, with `m_b` the per-channel median over all the clip's positions (objects cover a
+    small part of a clip, so the median is its background). With `s_b = median(d)` over the
+    clip's positions (the spread of the background itself),
+
+        w = 1 + strength * clamp((d - 2 s_b) / (2 s_b), 0, 1):
+
+    1 within twice the background's spread, 1 + strength from four times it on. A uniform
+    background (s_b = 0) gives every position that differs from it the full weight.
+    """
+    if x0.ndim != 5:
+        raise ValueError(f"x0 must be [B, C, F, H, W], got shape {tuple(x0.shape)}")
+    if strength < 0:
+        raise ValueError(f"foreground weight strength must be >= 0, got {strength}")
+    flat = x0.flatten(2)
+    background = flat.median(dim=2, keepdim=True).values
+    d = (flat - background).norm(dim=1)
+    spread = d.median(dim=1, keepdim=True).values.clamp_min(torch.finfo(x0.dtype).tiny)
+    ramp = ((d - 2 * spread) / (2 * spread)).clamp(0, 1)
+    return (1 + strength * ramp).reshape(x0.shape[0], 1, *x0.shape[2:])
+
+
 def diffusion_loss(pred: Tensor, x0: Tensor, eps: Tensor, t: Tensor, schedule, prediction_type: str,
-                   frame_weights: Tensor | None = None, frame_mask: Tensor | None = None) -> Tensor:
+                   frame_weights: Tensor | None = None, frame_mask: Tensor | None = None,
+                   position_weights: Tensor | None = None) -> Tensor:
     """Weighted MSE against the target of `prediction_type` (see `prediction.from_x0_eps`).
 
     `loss = sum_e w_e (pred_e - target_e)^2 / sum_e w_e` over all elements e, where an element
-    of frame (b, f) has weight `w = frame_weights[b, f] * (1 - frame_mask[b, f])`; so frames held
-    clean (mask 1) count for nothing and the result is a weighted mean over counted elements.
+    of frame (b, f) at (h, w) has weight `w = frame_weights[b, f] * (1 - frame_mask[b, f]) *
+    position_weights[b, 0, f, h, w]` (see `foreground_weights`); so frames held clean (mask 1)
+    count for nothing and the result is a weighted mean over counted elements.
     Returns 0 when nothing is counted.
     """
     if pred.shape != x0.shape:
@@ -60,6 +87,11 @@ def diffusion_loss(pred: Tensor, x0: Tensor, eps: Tensor, t: Tensor, schedule, p
             raise ValueError(f"frame_mask must be [B, F] = [{B}, {F}], got {tuple(frame_mask.shape)}")
         w = torch.where(frame_mask.to(torch.bool), torch.zeros_like(w), w)
     w = w[:, None, :, None, None]
+    if position_weights is not None:
+        if position_weights.shape != (B, 1, *x0.shape[2:]):
+            raise ValueError(f"position_weights must be [B, 1, F, H, W] = {(B, 1, *x0.shape[2:])}, "
+                             f"got {tuple(position_weights.shape)}")
+        w = w * position_weights.to(pred.dtype)
     se = (pred - target).square()
     # Masked frames are selected out (not multiplied) so that inf/nan there cannot leak in.
     num = torch.where(w > 0, w * se, torch.zeros_like(se)).sum()

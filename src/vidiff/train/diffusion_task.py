@@ -269,7 +269,9 @@ def make_diffusion_loss(cfg: RunConfig):
             word_loss = d.word_loss_weight * word_loss
         else:
             pred, word_loss = model(x_t, t, captions, frame_mask=mask_in, image_latent=latent_in), 0.0
-        return D.diffusion_loss(pred.float(), x0, eps, t, schedule, d.prediction_type, frame_mask=frame_mask) + word_loss
+        weights = D.foreground_weights(x0, d.foreground_weight) if video and d.foreground_weight > 0 else None
+        return D.diffusion_loss(pred.float(), x0, eps, t, schedule, d.prediction_type, frame_mask=frame_mask,
+                                position_weights=weights) + word_loss
 
     def loss_fn(model: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> Tensor:
         x0 = batch["latents"].float()

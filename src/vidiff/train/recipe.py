@@ -258,6 +258,10 @@ class DiffusionSection:
         told back from its own encoder output by a cosine classifier), added to the video loss, so
         that the jointly trained text encoder cannot map two words the denoiser does not use yet to
         the same output. Needs the built-in encoder with model.text.train. 0: off.
+    foreground_weight: the video loss weighs latent positions that stand out of their clip (the
+        objects) up to 1 + foreground_weight times the background (`vidiff.diffusion.
+        foreground_weights`), so that the few positions where shape is drawn are not outweighed by
+        the many easy background ones. 0: off.
     sampler, sampling_steps, sampling_shift, guidance_scale: the exported SchedulerConfig.
     """
 
@@ -280,6 +284,7 @@ class DiffusionSection:
     context_noise: float = 0.0
     image_loss_weight: float = 0.0
     word_loss_weight: float = 0.0
+    foreground_weight: float = 0.0
     sampler: Literal["euler", "heun", "unipc", "dpmpp_2m", "ddim", "ddpm"] = "euler"
     sampling_steps: int = 24
     sampling_shift: float = 1.0
@@ -294,7 +299,7 @@ class DiffusionSection:
         for name in ("high_noise_prob", "independent_frame_prob", "caption_dropout", "i2v_prob", "continuation_prob", "interpolation_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"diffusion.{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("image_loss_weight", "word_loss_weight"):
+        for name in ("image_loss_weight", "word_loss_weight", "foreground_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"diffusion.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.high_noise_from < 1.0:
