@@ -23,9 +23,9 @@ import torch
 from _probe import write_report
 from tqdm import tqdm
 
-from vidiff.metrics.tracker import segment, track_colors
-from vidiff.metrics.world import as_uint8_frames, evaluate_video, shape_confusion
+from vidiff.metrics.world import as_uint8_frames, caption_object_track, evaluate_video, shape_confusion
 from vidiff.models.vae import CausalVAE3D
+from vidiff.train.vae_task import reconstruction_psnr
 from vidiff.world import render, scene_from_caption
 from vidiff.world.dataset import frames_to_video_tensor
 from vidiff.world.grammar import SHAPES, CaptionSpec, parse_caption
@@ -53,7 +53,7 @@ def captions(seeds: int) -> list[tuple[str, int]]:
 
 def c4_of_found(frames: np.ndarray, spec: CaptionSpec) -> float | None:
     """Mean |C_4| of the caption's object colour over the frames where it is found (None: never found)."""
-    track = track_colors(frames, segment(frames, spec.background)).get(spec.objects[0].color)
+    track = caption_object_track(frames, spec)
     if track is None or not track.found.any():
         return None
     return float(np.abs(track.moments[track.found, 2]).mean())
@@ -85,7 +85,7 @@ def judge(vae: CausalVAE3D, renders: list[tuple[str, np.ndarray]]) -> dict:
         x = frames_to_video_tensor(frames)[None]
         with torch.no_grad():
             recon = vae.decode(vae.encode(x).mode()).clamp(-1, 1)
-        psnr.append(10.0 * float(torch.log10(4.0 / (recon - x).square().mean())))
+        psnr.append(reconstruction_psnr(x, recon))
         decoded = as_uint8_frames(recon[0])
         spec = parse_caption(caption)
         rows.append(evaluate_video(decoded, spec))

@@ -105,12 +105,17 @@ def test_loss_is_mse_to_the_target_and_ignores_masked_frames(sched, kind):
     assert diffusion_loss(pred, x0, eps, t, sched, kind, frame_mask=torch.ones(2, 4)) == 0
 
 
-def test_loss_frame_weights_are_a_weighted_mean():
-    sched, kind = FlowSchedule(), "flow"
-    g = torch.Generator().manual_seed(6)
+def _flow_loss_inputs(seed: int):
+    """Random x0, eps, t [B] and prediction for B = 2 clips of [3, 4, 2, 2]; the generator goes on."""
+    g = torch.Generator().manual_seed(seed)
     x0, eps = torch.randn(2, 3, 4, 2, 2, generator=g), torch.randn(2, 3, 4, 2, 2, generator=g)
     t = torch.rand(2, generator=g)
-    pred = torch.randn(x0.shape, generator=g)
+    return g, x0, eps, t, torch.randn(x0.shape, generator=g)
+
+
+def test_loss_frame_weights_are_a_weighted_mean():
+    sched, kind = FlowSchedule(), "flow"
+    g, x0, eps, t, pred = _flow_loss_inputs(6)
     w = torch.tensor([[1.0, 2.0, 0.5, 0.0], [3.0, 1.0, 1.0, 1.0]])
     per_frame = (pred - (eps - x0)).square().mean(dim=(1, 3, 4))  # [B, F]
     ref = (w * per_frame).sum() / w.sum()
@@ -138,8 +143,9 @@ def test_foreground_weights_closed_form():
     d = (x - x.flatten().median()).abs()
     s = d.flatten().median()
     ref = 1 + 2.0 * ((d - 2 * s) / (2 * s)).clamp(0, 1)
-    torch.testing.assert_close(foreground_weights(x, 2.0), ref)
-    assert foreground_weights(x, 2.0)[0, 0, 0, 1, 1] == 2.0 and foreground_weights(x, 2.0)[0, 0, 0, 1, 2] == 3.0
+    w = foreground_weights(x, 2.0)
+    torch.testing.assert_close(w, ref)
+    assert w[0, 0, 0, 1, 1] == 2.0 and w[0, 0, 0, 1, 2] == 3.0
     torch.testing.assert_close(foreground_weights(x, 0.0), torch.ones_like(x))
     with pytest.raises(ValueError, match=">= 0"):
         foreground_weights(x, -1.0)
@@ -147,10 +153,7 @@ def test_foreground_weights_closed_form():
 
 def test_loss_position_weights_are_a_weighted_mean():
     sched, kind = FlowSchedule(), "flow"
-    g = torch.Generator().manual_seed(7)
-    x0, eps = torch.randn(2, 3, 4, 2, 2, generator=g), torch.randn(2, 3, 4, 2, 2, generator=g)
-    t = torch.rand(2, generator=g)
-    pred = torch.randn(x0.shape, generator=g)
+    g, x0, eps, t, pred = _flow_loss_inputs(7)
     pw = torch.rand(2, 1, 4, 2, 2, generator=g) + 0.5
     mask = torch.tensor([[0.0, 1, 0, 0], [0, 0, 0, 1]])
     w = pw * (1 - mask)[:, None, :, None, None]

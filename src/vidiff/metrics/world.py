@@ -289,6 +289,12 @@ def first_frame_psnr(frames: np.ndarray, image: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
+def caption_object_track(frames: np.ndarray, spec: CaptionSpec) -> ColorTrack | None:
+    """The track of the caption's first object: the largest blob of its colour in uint8
+    `frames` [F, H, W, 3] against the caption's background (None when that colour is absent)."""
+    return track_colors(frames, segment(frames, spec.background)).get(spec.objects[0].color)
+
+
 def size_growth(frames, caption: str | CaptionSpec, clip: int) -> float | None:
     """How much a long video's object grew: the median tracked area of the caption's first
     object over the last `clip` frames divided by its median over the first `clip` frames,
@@ -302,7 +308,7 @@ def size_growth(frames, caption: str | CaptionSpec, clip: int) -> float | None:
     spec = caption if isinstance(caption, CaptionSpec) else parse_caption(caption)
     if not 1 <= clip <= len(frames):
         raise ValueError(f"clip must be in [1, {len(frames)}] frames, got {clip}")
-    track = track_colors(frames, segment(frames, spec.background)).get(spec.objects[0].color)
+    track = caption_object_track(frames, spec)
     if track is None:
         return None
     area = np.where(track.found, track.area, np.nan)

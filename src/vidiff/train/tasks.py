@@ -84,13 +84,13 @@ def build_cache(cfg: RunConfig, dist: DistInfo | None = None, progress: bool = T
                                progress=progress)
 
 
-def _warn_on_changed_recipe(cfg: RunConfig, dist: DistInfo) -> None:
-    """On --resume, name the recipe values that differ from the checkpoint's: some (train.steps)
-    are meant to, others (model sizes) make the resume fail, the rest silently change the run."""
+def _warn_on_changed_recipe(cfg: RunConfig, dist: DistInfo, ckpt: Path | None) -> None:
+    """On --resume from `ckpt`, name the recipe values that differ from the checkpoint's: some
+    (train.steps) are meant to, others (model sizes) make the resume fail, the rest silently
+    change the run."""
     import json
     import warnings
 
-    ckpt = latest_checkpoint(cfg.out_dir)
     if ckpt is None or not dist.is_main:
         return
     try:
@@ -112,10 +112,10 @@ def train_recipe(cfg: RunConfig, *, resume: bool = False, export: bool = True) -
     then export from the EMA weights when the run reached `train.steps`."""
     dist = init_distributed(cfg.train.device)
     out_dir = Path(cfg.out_dir)
-    if resume:
-        _warn_on_changed_recipe(cfg, dist)
+    ckpt = latest_checkpoint(out_dir) if resume else None
+    _warn_on_changed_recipe(cfg, dist, ckpt)
     # A resumed run takes its weights from the checkpoint: vae.init / model.init are not read.
-    load_init = not (resume and latest_checkpoint(out_dir) is not None)
+    load_init = ckpt is None
     vae = None
     torch.manual_seed(cfg.train.seed)  # the initial weights follow the recipe's seed
     if cfg.task == "vae":
