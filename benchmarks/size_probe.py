@@ -19,7 +19,14 @@ and reports the area profile relative to frames 1-4, geometric mean over the vid
 
 (frame 0 is left out of the reference: it is the causal VAE's single-frame latent). Truth and
 VAE give 1 for a model that keeps sizes; a video whose object is not found in every frame is
-left out and counted. Writes JSON (default benchmarks/results/size_probe.json).
+left out and counted.
+
+With `--long-seeds K`, it also makes K sliding-window videos per caption at 8x the clip length
+(default window and overlap, `--overlap-space`) and measures, for each window k (the video frames
+it adds, `(F - 1) k + 1 .. (F - 1)(k + 1)`), the median area over its first and its last 4
+frames, relative to frames 1-4 of the video: `within[k] = end[k] / start[k]` is the growth inside
+window k, `handoff[k] = start[k + 1] / end[k]` the step from one window to the next (geometric
+means over the videos). Writes JSON (default benchmarks/results/size_probe.json).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import numpy as np
 from _probe import load_pipeline, probe_parser, write_report
 
 from vidiff.metrics.world import caption_object_track, parse_caption
+from vidiff.pipelines.long import generate_long
 from vidiff.video import frames_to_tensor, tensor_to_frames
 from vidiff.world.render import render
 from vidiff.world.scene import scene_from_caption
@@ -64,12 +72,48 @@ def summarise(profiles: list[np.ndarray], skipped: int) -> dict:
             "growth_min": float(per_video.min()), "growth_max": float(per_video.max())}
 
 
+def window_sizes(frames: np.ndarray, caption: str, step: int, windows: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """`(start, end)` `[windows]`: the median area over the first and the last 4 frames that each
+    window adds (window k adds frames `step k + 1 .. step (k + 1)`), over the median of frames
+    1-4; None when the object is missing from any of those 4-frame spans."""
+    track = caption_object_track(frames, parse_caption(caption))
+    if track is None:
+        return None
+    area = np.where(track.found, track.area, np.nan)
+    spans = [(step * k + 1, step * k + 5) for k in range(windows)] + [(step * (k + 1) - 3, step * (k + 1) + 1)
+                                                                    for k in range(windows)]
+    medians = np.array([np.nanmedian(area[a:b]) if np.isfinite(area[a:b]).any() else np.nan for a, b in spans])
+    if not np.isfinite(medians).all():
+        return None
+    medians = medians / medians[0]
+    return medians[:windows], medians[windows:]
+
+
+def summarise_windows(rows: list[tuple[np.ndarray, np.ndarray]], skipped: int) -> dict:
+    """Geometric means over videos of the window start and end sizes, the growth within each
+    window and the step at each hand-off."""
+    if not rows:
+        return {"videos": 0, "skipped": skipped}
+    start = np.log(np.stack([r[0] for r in rows]))
+    end = np.log(np.stack([r[1] for r in rows]))
+
+    def gm(logs):
+        return np.exp(logs.mean(axis=0)).round(4).tolist()
+
+    return {"videos": len(rows), "skipped": skipped, "start": gm(start), "end": gm(end),
+            "within": gm(end - start), "handoff": gm(start[:, 1:] - end[:, :-1])}
+
+
 def main(argv=None) -> int:
     parser = probe_parser(__doc__, "size_probe.py", "--model src/vidiff/assets/world-dit --seeds 6")
     parser.add_argument("--seeds", type=int, default=6, help="seeds per caption (default 6)")
     parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
     parser.add_argument("--sampler", default=None, help="sampler (default: the model's)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
+    parser.add_argument("--long-seeds", type=int, default=0,
+                        help="sliding-window videos per caption at 8x the clip length (default 0: none)")
+    parser.add_argument("--overlap-space", default="latent", choices=("latent", "pixel"),
+                        help="where each window takes its overlap from (default latent)")
     args = parser.parse_args(argv)
 
     model, pipe = load_pipeline(args.model)
@@ -96,9 +140,27 @@ def main(argv=None) -> int:
                 else:
                     profiles[kind].append(p)
         print(f"{caption}: done", flush=True)
+    windows, step, long_rows, long_skipped = 8, cfg.num_frames - 1, [], 0
+    for caption in CAPTIONS if args.long_seeds > 0 else ():
+        for seed in range(args.long_seeds):
+            out = generate_long(pipe, caption, num_frames=windows * step + 1, overlap_space=args.overlap_space,
+                                seed=seed, guidance_scale=args.guidance, sampler=args.sampler,
+                                num_inference_steps=args.steps)
+            sizes = window_sizes(np.asarray(out.frames), caption, step, windows)
+            if sizes is None:
+                long_skipped += 1
+            else:
+                long_rows.append(sizes)
+        print(f"{caption}: long videos done", flush=True)
     report = {"model": model, "captions": list(CAPTIONS), "seeds": args.seeds, "guidance": args.guidance,
               "sampler": args.sampler, "steps": args.steps,
               **{kind: summarise(profiles[kind], skipped[kind]) for kind in kinds}}
+    if args.long_seeds > 0:
+        report["windows"] = {"long_seeds": args.long_seeds, "overlap_space": args.overlap_space,
+                             **summarise_windows(long_rows, long_skipped)}
+        w = report["windows"]
+        if w["videos"]:
+            print(f"windows ({w['videos']} videos): growth within {w['within']}, hand-off {w['handoff']}")
     for kind in kinds:
         r = report[kind]
         if r["videos"]:
