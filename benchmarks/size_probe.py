@@ -1,4 +1,4 @@
-"""Does a world model keep a still object's size within one clip?
+"""Does a world model keep a still object's size, within one clip and across sliding windows?
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/size_probe.py --model src/vidiff/assets/world-dit
 
@@ -15,7 +15,7 @@ tracks the object's area in every frame (`vidiff.metrics.world.caption_object_tr
 
 and reports the area profile relative to frames 1-4, geometric mean over the videos,
 
-    profile[f] = exp(mean_v log(area_v[f] / median(area_v[1:5]))),    growth = profile over frames F-4 .. F-1
+    profile[f] = exp(mean_v log(area_v[f] / median(area_v[1:5]))),    growth = exp(mean_{v, f >= F-4} log(...))
 
 (frame 0 is left out of the reference: it is the causal VAE's single-frame latent). Truth and
 VAE give 1 for a model that keeps sizes; a video whose object is not found in every frame is
