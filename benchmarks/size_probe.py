@@ -6,7 +6,7 @@ Sliding windows make a long video of clips that each continue the last one, so a
 change of size within one clip compounds over the windows (`size_growth` in
 benchmarks/eval_long.py). This probe looks for it inside a single clip at the training length.
 For captions whose object keeps its size (`stays still`, `spins`) and `--seeds` seeds, it
-tracks the object's area in every frame (`vidiff.metrics.world.caption_object_track`) of
+tracks the object's area in every frame (`vidiff.metrics.world.caption_object_area`) of
 
 * the ground-truth render (scene seed = seed),
 * that render sent through the VAE alone (encode, decode),
@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 from _probe import load_pipeline, probe_parser, write_report
 
-from vidiff.metrics.world import caption_object_track, parse_caption
+from vidiff.metrics.world import caption_object_area
 from vidiff.pipelines.long import generate_long
 from vidiff.video import frames_to_tensor, tensor_to_frames
 from vidiff.world.render import render
@@ -54,10 +54,10 @@ REFERENCE = slice(1, 5)
 def area_profile(frames: np.ndarray, caption: str) -> np.ndarray | None:
     """The caption's first object's area in each frame of uint8 `frames` `[F, H, W, 3]` over its
     median area in frames 1-4; None unless the object is found in every frame."""
-    track = caption_object_track(frames, parse_caption(caption))
-    if track is None or not track.found.all():
+    area = caption_object_area(frames, caption)
+    if area is None or not np.isfinite(area).all():
         return None
-    return track.area / np.median(track.area[REFERENCE])
+    return area / np.median(area[REFERENCE])
 
 
 def summarise(profiles: list[np.ndarray], skipped: int) -> dict:
@@ -76,10 +76,9 @@ def window_sizes(frames: np.ndarray, caption: str, step: int, windows: int) -> t
     """`(start, end)` `[windows]`: the median area over the first and the last 4 frames that each
     window adds (window k adds frames `step k + 1 .. step (k + 1)`), over the median of frames
     1-4; None when the object is missing from any of those 4-frame spans."""
-    track = caption_object_track(frames, parse_caption(caption))
-    if track is None:
+    area = caption_object_area(frames, caption)
+    if area is None:
         return None
-    area = np.where(track.found, track.area, np.nan)
     spans = [(step * k + 1, step * k + 5) for k in range(windows)] + [(step * (k + 1) - 3, step * (k + 1) + 1)
                                                                     for k in range(windows)]
     medians = np.array([np.nanmedian(area[a:b]) if np.isfinite(area[a:b]).any() else np.nan for a, b in spans])
@@ -102,6 +101,24 @@ def summarise_windows(rows: list[tuple[np.ndarray, np.ndarray]], skipped: int) -
 
     return {"videos": len(rows), "skipped": skipped, "start": gm(start), "end": gm(end),
             "within": gm(end - start), "handoff": gm(start[:, 1:] - end[:, :-1])}
+
+
+def measure_windows(pipe, seeds: int, overlap_space: str, windows: int = 8, **sampling) -> dict:
+    """`window_sizes` of `seeds` sliding-window videos per caption, `windows` clips long,
+    summarised by `summarise_windows`."""
+    step = pipe.config.num_frames - 1
+    rows, skipped = [], 0
+    for caption in CAPTIONS:
+        for seed in range(seeds):
+            out = generate_long(pipe, caption, num_frames=windows * step + 1, overlap_space=overlap_space,
+                                seed=seed, **sampling)
+            sizes = window_sizes(np.asarray(out.frames), caption, step, windows)
+            if sizes is None:
+                skipped += 1
+            else:
+                rows.append(sizes)
+        print(f"{caption}: long videos done", flush=True)
+    return {"long_seeds": seeds, "overlap_space": overlap_space, **summarise_windows(rows, skipped)}
 
 
 def main(argv=None) -> int:
@@ -140,25 +157,12 @@ def main(argv=None) -> int:
                 else:
                     profiles[kind].append(p)
         print(f"{caption}: done", flush=True)
-    windows, step, long_rows, long_skipped = 8, cfg.num_frames - 1, [], 0
-    for caption in CAPTIONS if args.long_seeds > 0 else ():
-        for seed in range(args.long_seeds):
-            out = generate_long(pipe, caption, num_frames=windows * step + 1, overlap_space=args.overlap_space,
-                                seed=seed, guidance_scale=args.guidance, sampler=args.sampler,
-                                num_inference_steps=args.steps)
-            sizes = window_sizes(np.asarray(out.frames), caption, step, windows)
-            if sizes is None:
-                long_skipped += 1
-            else:
-                long_rows.append(sizes)
-        print(f"{caption}: long videos done", flush=True)
     report = {"model": model, "captions": list(CAPTIONS), "seeds": args.seeds, "guidance": args.guidance,
               "sampler": args.sampler, "steps": args.steps,
               **{kind: summarise(profiles[kind], skipped[kind]) for kind in kinds}}
     if args.long_seeds > 0:
-        report["windows"] = {"long_seeds": args.long_seeds, "overlap_space": args.overlap_space,
-                             **summarise_windows(long_rows, long_skipped)}
-        w = report["windows"]
+        report["windows"] = w = measure_windows(pipe, args.long_seeds, args.overlap_space, guidance_scale=args.guidance,
+                                                sampler=args.sampler, num_inference_steps=args.steps)
         if w["videos"]:
             print(f"windows ({w['videos']} videos): growth within {w['within']}, hand-off {w['handoff']}")
     for kind in kinds:

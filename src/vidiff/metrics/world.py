@@ -295,6 +295,15 @@ def caption_object_track(frames: np.ndarray, spec: CaptionSpec) -> ColorTrack | 
     return track_colors(frames, segment(frames, spec.background)).get(spec.objects[0].color)
 
 
+def caption_object_area(frames, caption: str | CaptionSpec) -> np.ndarray | None:
+    """The tracked area `[F]` (fraction of the frame) of the caption's first object in each of
+    `frames`, NaN in frames where it is not found; None when its colour is absent throughout."""
+    frames = as_uint8_frames(frames)
+    spec = caption if isinstance(caption, CaptionSpec) else parse_caption(caption)
+    track = caption_object_track(frames, spec)
+    return None if track is None else np.where(track.found, track.area, np.nan)
+
+
 def size_growth(frames, caption: str | CaptionSpec, clip: int) -> float | None:
     """How much a long video's object grew: the median tracked area of the caption's first
     object over the last `clip` frames divided by its median over the first `clip` frames,
@@ -305,17 +314,15 @@ def size_growth(frames, caption: str | CaptionSpec, clip: int) -> float | None:
     that no single window does: each window growing the object by a few percent compounds.
     None when the object is not found in either part."""
     frames = as_uint8_frames(frames)
-    spec = caption if isinstance(caption, CaptionSpec) else parse_caption(caption)
     if not 1 <= clip <= len(frames):
         raise ValueError(f"clip must be in [1, {len(frames)}] frames, got {clip}")
-    track = caption_object_track(frames, spec)
-    if track is None:
+    area = caption_object_area(frames, caption)
+    if area is None:
         return None
-    area = np.where(track.found, track.area, np.nan)
-    first, last = area[:clip][np.isfinite(area[:clip])], area[-clip:][np.isfinite(area[-clip:])]
-    if not len(first) or not len(last):
+    first, last = area[:clip], area[-clip:]
+    if not (np.isfinite(first).any() and np.isfinite(last).any()):
         return None
-    return float(np.median(last) / np.median(first))
+    return float(np.nanmedian(last) / np.nanmedian(first))
 
 
 def _mean(values) -> float | None:
