@@ -87,3 +87,18 @@ def test_missing_or_broken_cache_is_named(tmp_path):
     (out / "shard-00000.safetensors").write_bytes(b"\x00" * 10)
     with pytest.raises(LatentCacheError, match="shard-00000.safetensors is unreadable"):
         LatentCacheDataset(out)[0]
+
+
+def test_in_memory_cache_equals_lazy_reads(tmp_path):
+    torch.manual_seed(0)
+    enc = Encoder()
+    key = encoder_fingerprint({"kind": "stand-in"}, enc)
+    out = build_latent_cache(_samples(7), enc, tmp_path / "cache", encoder_key=key, batch_size=2, shard_size=3)
+    lazy = LatentCacheDataset(out, encoder_key=key, caption_dropout=0.5)
+    held = LatentCacheDataset(out, encoder_key=key, caption_dropout=0.5, in_memory=True)
+    for i in range(7):
+        a, b = lazy.get(i, torch.Generator().manual_seed(i)), held.get(i, torch.Generator().manual_seed(i))
+        assert a["caption"] == b["caption"] and torch.equal(a["latents"], b["latents"])
+    (out / "shard-00001.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(LatentCacheError, match="shard-00001"):
+        LatentCacheDataset(out, in_memory=True)

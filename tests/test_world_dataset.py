@@ -54,3 +54,14 @@ def test_world_batch_and_heldout_split():
     video, captions, scenes = world_batch([1, 2, 3], split="heldout", frames=4, size=16)
     assert video.shape == (3, 3, 4, 16, 16)
     assert all(s.split == "heldout" for s in scenes) and len(captions) == 3
+
+
+def test_ordered_clips_from_workers_equal_the_sequential_stream():
+    from vidiff.world.dataset import ordered_clips
+
+    ds = WorldDataset(frames=3, size=8, num_samples=23, seed=4)
+    sequential = list(ordered_clips(ds))
+    parallel = list(ordered_clips(ds, workers=2, batch_size=4))  # shards of 4-clip batches, interleaved
+    assert [m["index"] for _, _, m in parallel] == list(range(23))
+    assert [c for _, c, _ in parallel] == [c for _, c, _ in sequential]
+    assert all(torch.equal(a, b) for (a, _, _), (b, _, _) in zip(parallel, sequential))

@@ -145,10 +145,12 @@ class LatentCacheDataset(torch.utils.data.Dataset):
     """Samples {"latents": [C_z, F_z, H_z, W_z], "caption": str} read back from a cache.
 
     `encoder_key`, when given, must match the cache's (else LatentCacheError: rebuild the cache).
-    Shards are opened lazily; `get(index, generator)` applies caption dropout.
+    Shards are opened lazily, or with `in_memory` all read at once into one tensor (one file read
+    per shard instead of one per sample); `get(index, generator)` applies caption dropout.
     """
 
-    def __init__(self, root: str | Path, *, encoder_key: str | None = None, caption_dropout: float = 0.0):
+    def __init__(self, root: str | Path, *, encoder_key: str | None = None, caption_dropout: float = 0.0,
+                 in_memory: bool = False):
         self.root = Path(root)
         manifest = _read_manifest(self.root)
         if manifest is None:
@@ -167,6 +169,9 @@ class LatentCacheDataset(torch.utils.data.Dataset):
             self.index.extend((shard["file"], i) for i in range(shard["count"]))
         self._captions: dict[str, list[dict[str, str]]] = {}
         self.bad_files: dict[str, str] = {}
+        self._latents: torch.Tensor | None = None
+        if in_memory:
+            self._latents = self._read_all()
 
     def __len__(self) -> int:
         return len(self.index)
@@ -182,16 +187,42 @@ class LatentCacheDataset(torch.utils.data.Dataset):
                 raise LatentCacheError(f"latent cache shard {self.root / file} is unreadable ({err})") from None
         return self._captions[file]
 
+    def _read_all(self) -> torch.Tensor:
+        """Every sample's latents as one tensor `[N, C_z, F_z, H_z, W_z]`, in index order (the
+        samples of a cache share one shape)."""
+        from safetensors.torch import load_file
+
+        out: torch.Tensor | None = None
+        shard: dict[str, torch.Tensor] = {}
+        current = None
+        for position, (file, i) in enumerate(self.index):
+            if file != current:
+                try:
+                    shard, current = load_file(str(self.root / file)), file
+                except Exception as err:
+                    raise LatentCacheError(f"latent cache shard {self.root / file} is unreadable ({err})") from None
+            latent = shard.get(f"latent.{i}")
+            if latent is None or (out is not None and latent.shape != out.shape[1:]):
+                raise LatentCacheError(f"latent cache shard {self.root / file}: latent.{i} is missing or has "
+                                       f"another shape than the cache's first sample")
+            if out is None:
+                out = latent.new_empty((len(self.index), *latent.shape))
+            out[position] = latent
+        return out
+
     def get(self, index: int, generator: torch.Generator | None = None) -> dict[str, Any]:
         from safetensors import safe_open
 
         file, i = self.index[index]
         meta = self._shard_meta(file)[i]
-        try:
-            with safe_open(str(self.root / file), framework="pt") as fh:
-                latents = fh.get_tensor(f"latent.{i}")
-        except Exception as err:
-            raise LatentCacheError(f"latent cache shard {self.root / file} is unreadable ({err})") from None
+        if self._latents is not None:
+            latents = self._latents[index]
+        else:
+            try:
+                with safe_open(str(self.root / file), framework="pt") as fh:
+                    latents = fh.get_tensor(f"latent.{i}")
+            except Exception as err:
+                raise LatentCacheError(f"latent cache shard {self.root / file} is unreadable ({err})") from None
         caption = meta["caption"]
         if generator is not None and self.caption_dropout > 0:
             if float(torch.rand((), generator=generator, dtype=torch.float64)) < self.caption_dropout:

@@ -313,12 +313,12 @@ def cache_samples(cfg: RunConfig):
             yield {"video": sample["video"], "caption": sample["caption"], "name": sample["name"]}
         return
     from vidiff.world import WorldDataset
+    from vidiff.world.dataset import ordered_clips
 
     world = WorldDataset(frames=d.frames, size=d.size, fps=d.fps, split=d.split, seed=d.seed,
                          num_samples=d.cache_clips, num_objects=d.num_objects)
-    for video, captions, metas in world.batches(64):
-        for v, c, m in zip(video, captions, metas):
-            yield {"video": v, "caption": c, "name": f"world-{d.seed}-{m['index']}"}
+    for v, c, m in ordered_clips(world, workers=d.cache_workers):
+        yield {"video": v, "caption": c, "name": f"world-{d.seed}-{m['index']}"}
 
 
 def ensure_latent_cache(cfg: RunConfig, vae: nn.Module, out_dir: str | Path, *, device: str | torch.device = "cpu",
@@ -361,7 +361,7 @@ def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 def diffusion_data(cfg: RunConfig, cache: str | Path, rank: int = 0, world_size: int = 1, *,
                    encoder_key: str | None = None) -> ResumableLoader:
     """Epochs over the cached latents, shuffled per epoch, a distinct shard per rank."""
-    dataset = LatentCacheDataset(cache, encoder_key=encoder_key)
+    dataset = LatentCacheDataset(cache, encoder_key=encoder_key, in_memory=cfg.data.cache_in_memory)
     return ResumableLoader(dataset, cfg.data.batch_size, seed=cfg.data.seed, rank=rank, world_size=world_size,
                            num_workers=cfg.data.num_workers, collate_fn=_collate)
 

@@ -195,7 +195,10 @@ class DataSection:
     (`split`, `num_objects` as in WorldDataset); "folder": `folder`/captions.jsonl videos.
     A VAE run trains on these clips directly; a diffusion run trains on their latents, encoded
     once into `cache_dir` (`cache_clips` clips; "" = <out_dir>/latents) and re-used by every run
-    with the same VAE and data settings.
+    with the same VAE and data settings. `cache_workers` processes render world clips for the
+    cache in parallel (the cache is the same, clip for clip, whatever their number); with
+    `cache_in_memory` a run reads the whole cache into memory once instead of opening a shard
+    per sample (about 37 KB a clip for the world latents; what a GPU's batches need to keep up).
     """
 
     source: Literal["world", "folder"] = "world"
@@ -211,6 +214,8 @@ class DataSection:
     cache_dir: str = ""
     cache_clips: int = 4096
     cache_batch_size: int = 16
+    cache_workers: int = 0
+    cache_in_memory: bool = False
 
     def __post_init__(self) -> None:
         if self.source == "folder" and not self.folder:
@@ -218,8 +223,9 @@ class DataSection:
         for name in ("frames", "size", "batch_size", "cache_clips", "cache_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_workers < 0:
-            raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        for name in ("num_workers", "cache_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}")
         if self.num_objects not in (None, 1, 2):
             raise ValueError(f"data.num_objects must be 1, 2 or none, got {self.num_objects}")
 

@@ -116,6 +116,43 @@ class WorldDataset(IterableDataset):
             )
 
 
+class _Batches(IterableDataset):
+    """`world.batches(batch_size)` as a dataset, so DataLoader workers render disjoint shards."""
+
+    def __init__(self, world: WorldDataset, batch_size: int):
+        super().__init__()
+        self.world, self.batch_size = world, batch_size
+
+    def __iter__(self):
+        return self.world.batches(self.batch_size)
+
+
+def ordered_clips(world: WorldDataset, workers: int = 0, batch_size: int = 64) -> Iterator[tuple[torch.Tensor, str, dict]]:
+    """The clips ``(video [3,F,H,W], caption, metadata)`` of ``world`` in index order, rendered in
+    batches by ``workers`` DataLoader processes (0: in this process).
+
+    Each worker renders its own shard of indices (see the module docstring); the clips are put
+    back in the order ``world.indices()`` gives in this process, so the result is the same clip
+    for clip whatever the number of workers. At most a few batches per worker wait in memory.
+    """
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    if workers == 0:
+        for video, captions, metas in world.batches(batch_size):
+            yield from zip(video, captions, metas)
+        return
+    loader = torch.utils.data.DataLoader(_Batches(world, batch_size), batch_size=None, num_workers=workers)
+    expected = world.indices()
+    want = next(expected, None)
+    pending: dict[int, tuple[torch.Tensor, str, dict]] = {}
+    for video, captions, metas in loader:
+        for clip in zip(video, captions, metas):
+            pending[clip[2]["index"]] = clip
+        while want in pending:
+            yield pending.pop(want)
+            want = next(expected, None)
+
+
 def world_batch(
     seeds, split: str = "train", frames: int = DEFAULT_FRAMES, size: int = DEFAULT_SIZE, fps: float = DEFAULT_FPS
 ) -> tuple[torch.Tensor, list[str], list[Scene]]:
