@@ -111,7 +111,7 @@ def evaluate_mode(pipe, mode: str, args) -> dict:
     captions = DRIFT_CAPTIONS[: args.captions]
     settings = dict(window=args.window, overlap=args.overlap, mode=mode, overlap_space=args.overlap_space,
                     guidance_scale=args.guidance, history_guidance=args.history_guidance,
-                    context_noise=args.context_noise)
+                    context_noise=args.context_noise, window_noise=args.window_noise)
     short_rows, long_rows = [], []
     for cap in captions:
         for seed in range(args.seeds):
@@ -256,6 +256,8 @@ def main(argv=None) -> int:
                    help="noise level t_c of each window's generated held frames (0 = clean)")
     p.add_argument("--history-guidance", type=float, default=1.0,
                    help="history guidance scale on each window's held frames (1 = off)")
+    p.add_argument("--window-noise", default="repeat", choices=("repeat", "fresh"),
+                   help="each window's initial noise: the first window's again, or a fresh draw")
     p.add_argument("--multiple", type=int, default=8, help="long length = multiple x (training length - 1) + 1")
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--captions", type=int, default=len(DRIFT_CAPTIONS))

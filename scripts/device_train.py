@@ -13,9 +13,10 @@ A lent accelerator comes for minutes, not hours, so this script spends them in o
    saves a checkpoint on SIGTERM and is exported from it).
 
 Every step is a plain `vidiff train` command, printed before it runs, so a run can be repeated
-or resumed by hand (`--resume`). Example (the session-11 run on an H200; CPU rehearsal below):
+or resumed by hand (`--resume`). Example (the session-11 runs on an H200; a CPU rehearsal last):
 
-    python scripts/device_train.py --out runs/device --budget 420 --clips 65536 --batch 256
+    python scripts/device_train.py --out runs/device --budget 380 --total 540 --clips 65536 --batch 256
+    python scripts/device_train.py --out runs/device --variants pf --total 270 --clips 32768 --batch 512
     python scripts/device_train.py --out /tmp/rehearsal --device cpu --budget 20 --clips 256 \\
         --batch 8 --calib-steps 10 --cache-workers 2 --loader-workers 0
 """
@@ -32,7 +33,6 @@ import sys
 import time
 from pathlib import Path
 
-RECIPE = "configs/world_dit.toml"
 SHIPPED = "src/vidiff/assets/world-dit"
 
 # The caption terms of the shipped model's fine-tunes (src/vidiff/assets/README.md), from the start.
@@ -41,17 +41,27 @@ RECIPE_TERMS = [
     "diffusion.high_noise_prob=0.35", "diffusion.high_noise_from=0.9", "diffusion.shift=3.0",
 ]
 
-VARIANTS = {
+VIDEO, PER_FRAME = "configs/world_dit.toml", "configs/world_per_frame.toml"
+VARIANTS = {  # name: (recipe, overrides)
     # The shipped model trained on, on 8x more clips with a 16x larger batch and a fresh cosine.
-    "ft": [f"model.init={SHIPPED}", "train.lr=3e-4", "train.warmup_steps=300", "train.min_lr_ratio=0.05"],
+    "ft": (VIDEO, [f"model.init={SHIPPED}", "train.lr=3e-4", "train.warmup_steps=300", "train.min_lr_ratio=0.05"]),
     # A 2x wider-and-deeper DiT (9.1 M parameters) from scratch with the same terms.
-    "big": ["model.dit.dim=256", "model.dit.num_layers=8", "model.dit.num_heads=8", "model.dit.ffn_dim=1024",
-            "train.lr=8e-4", "train.warmup_steps=500", "train.min_lr_ratio=0.05"],
+    "big": (VIDEO, ["model.dit.dim=256", "model.dit.num_layers=8", "model.dit.num_heads=8", "model.dit.ffn_dim=1024",
+                    "train.lr=8e-4", "train.warmup_steps=500", "train.min_lr_ratio=0.05"]),
+    # The shipped per-frame baseline given the same kind of stretch as "ft" (comparable budgets).
+    "pf": (PER_FRAME, ["model.init=src/vidiff/assets/world-per-frame", "train.lr=3e-4", "train.warmup_steps=300",
+                       "train.min_lr_ratio=0.05"]),
 }
 
 
-def vidiff(*args: str) -> list[str]:
-    return [sys.executable, "-m", "vidiff", "train", RECIPE, *args]
+def vidiff(*args: str, recipe: str = VIDEO) -> list[str]:
+    return [sys.executable, "-m", "vidiff", "train", recipe, *args]
+
+
+def variant(name: str, *args: str) -> list[str]:
+    """The `vidiff train` command of a variant: its recipe, `args`, then its overrides."""
+    recipe, overrides = VARIANTS[name]
+    return vidiff(*args, *overrides, recipe=recipe)
 
 
 def common(a: argparse.Namespace) -> list[str]:
@@ -103,8 +113,8 @@ def calibrate(a: argparse.Namespace, names: list[str], out: Path) -> dict[str, f
         folder = out / f"calib-{n}"
         if folder.is_dir():
             shutil.rmtree(folder)
-        runs[n] = launch(vidiff("--no-export", f"out_dir={folder}", f"train.steps={a.calib_steps}",
-                                *common(a), *VARIANTS[n]), out / f"calib-{n}.log")
+        runs[n] = launch(variant(n, "--no-export", f"out_dir={folder}", f"train.steps={a.calib_steps}", *common(a)),
+                         out / f"calib-{n}.log")
     codes = finish(runs, time.time() + 300)
     rates = {}
     for n in names:
@@ -125,13 +135,16 @@ def main() -> int:
     p.add_argument("--clips", type=int, default=65536, help="world clips in the latent cache")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--device", default="cuda")
-    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    p.add_argument("--variants", default="ft,big", help=f"comma-separated, of {', '.join(VARIANTS)}")
     p.add_argument("--calib-steps", type=int, default=150)
     p.add_argument("--cache-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     p.add_argument("--loader-workers", type=int, default=4)
     a = p.parse_args()
     out = Path(a.out)
     names = a.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variant {unknown[0]!r} (known: {', '.join(VARIANTS)})")
     report: dict = {"args": vars(a), "variants": {n: VARIANTS[n] for n in names}}
     t0 = time.time()
 
@@ -160,19 +173,19 @@ def main() -> int:
         return 1
 
     t2 = time.time()
-    if a.total:  # leave time for the hard stop's grace (10% + 20 s) and the exports (45 s)
-        a.budget = max(30.0, min(a.budget, ((t0 + a.total - t2) - 45 - 20) / 1.1))
+    if a.total:  # leave time for the hard stop's grace (10% + 15 s) and the exports (20 s)
+        a.budget = max(30.0, min(a.budget, ((t0 + a.total - t2) - 20 - 15) / 1.1))
     report["budget_s"] = round(a.budget, 1)
     steps = {n: max(10, int(r * a.budget) // 10 * 10) for n, r in rates.items()}
     report["steps"] = steps
-    runs = {n: launch(vidiff(f"out_dir={out}/{n}", f"train.steps={s}", *common(a), *VARIANTS[n]), out / f"{n}.log")
+    runs = {n: launch(variant(n, f"out_dir={out}/{n}", f"train.steps={s}", *common(a)), out / f"{n}.log")
             for n, s in steps.items()}
-    codes = finish(runs, t2 + a.budget * 1.1 + 20)
+    codes = finish(runs, t2 + a.budget * 1.1 + 15)
     report["train_s"] = round(time.time() - t2, 1)
     report["exit_codes"] = codes
     for n, c in codes.items():
         if c != 0 and (out / n).is_dir():  # stopped early: export the checkpoint it saved on SIGTERM
-            subprocess.call(vidiff(f"out_dir={out}/{n}", *common(a), *VARIANTS[n], "--export", f"{out}/{n}/export"))
+            subprocess.call(variant(n, f"out_dir={out}/{n}", *common(a), "--export", f"{out}/{n}/export"))
         report.setdefault("final", {})[n] = _last_record(out / n)
     report["total_s"] = round(time.time() - t0, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2))

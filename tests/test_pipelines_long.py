@@ -211,6 +211,31 @@ def test_history_guidance_keeps_the_overlap_exact_and_guides_the_rest(pipe):
         assert not torch.allclose(cur.latents[:, :, 2:], ref.latents[:, :, 2:])
 
 
+@pytest.mark.parametrize("window_noise", ["repeat", "fresh"])
+def test_window_noise_repeats_the_first_windows_noise_or_draws_anew(pipe, window_noise):
+    starts = []
+    orig = pipe.transformer.forward
+
+    def forward(x, t, cond=None):
+        if float(t.reshape(t.shape[0], -1)[0, -1]) == 1.0:  # a window's first step: x is its noise
+            starts.append(x[:1].clone())
+        return orig(x, t, cond)
+
+    pipe.transformer.forward = forward
+    try:
+        chunks = list(iter_windows(pipe, A, num_frames=33, window=5, overlap=1, seed=5, window_noise=window_noise))
+    finally:
+        del pipe.transformer.forward
+    assert [c.info.latent_start for c in chunks] == [0, 4, 8, 12] and len(starts) == 4
+    c = pipe.transformer.config.out_channels  # the noisy latents (concat models append mask and latent channels)
+    first = starts[0][:, :c, 1:]
+    for later in starts[1:]:  # frame 0 of a later window is its held overlap, not noise
+        assert torch.equal(later[:, :c, 1:], first) == (window_noise == "repeat")
+        assert not torch.equal(later[:, :c, :1], starts[0][:, :c, :1])
+    with pytest.raises(ValueError, match="window_noise"):
+        generate_long(pipe, A, num_frames=33, window=5, window_noise="shared")
+
+
 def test_last_window_with_larger_overlap_still_held_exactly(pipe):
     chunks = list(iter_windows(pipe, A, num_frames=21, window=5, overlap=1, seed=2))  # 11 latents
     assert [(c.info.latent_start, c.info.held) for c in chunks] == [(0, 0), (4, 1), (6, 3)]

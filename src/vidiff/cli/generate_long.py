@@ -18,7 +18,7 @@ LONG_MODES = ("window", "fuse", "keyframes")  # mirrors vidiff.pipelines.long (n
 
 def add_long_arguments(parser: argparse.ArgumentParser) -> None:
     """Add --then, --window, --overlap, --long-mode, --overlap-space, --context-noise,
-    --keyframe-fps to `parser`."""
+    --window-noise, --keyframe-fps to `parser`."""
     g = parser.add_argument_group(
         "long videos", "used automatically when --frames exceeds the model's clip length, or with --then / --long-mode")
     g.add_argument("--then", action="append", default=[], metavar="PROMPT",
@@ -36,6 +36,9 @@ def add_long_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--context-noise", type=float, default=0.0, metavar="T",
                    help="show each window its generated overlap noised to time T (e.g. 0.1; for models trained "
                         "with diffusion.context_noise); 0 holds it clean (default)")
+    g.add_argument("--window-noise", choices=("repeat", "fresh"), default="repeat",
+                   help="repeat: every window starts from the first window's noise, which keeps the subject's "
+                        "size and look over many windows (default); fresh: new noise for each window")
     g.add_argument("--keyframe-fps", type=float, metavar="FPS",
                    help="fps condition for the keyframe pass (for models conditioned on fps)")
 
@@ -74,7 +77,7 @@ def run_long(args: argparse.Namespace, pipe):
             context_noise=getattr(args, "context_noise", 0.0),
             sampler=getattr(args, "sampler", None), noise_prior=getattr(args, "noise_prior", "independent"),
             noise_strength=getattr(args, "noise_strength", 0.5), seed=getattr(args, "seed", 0),
-            keyframe_extras=extras, progress=False)
+            keyframe_extras=extras, window_noise=getattr(args, "window_noise", "repeat"), progress=False)
     except VideoReadError as err:
         raise CLIError(str(err)) from err
     except ValueError as err:
