@@ -37,8 +37,8 @@ def add_long_arguments(parser: argparse.ArgumentParser) -> None:
                    help="show each window its generated overlap noised to time T (e.g. 0.1; for models trained "
                         "with diffusion.context_noise); 0 holds it clean (default)")
     g.add_argument("--window-noise", choices=("repeat", "fresh"), default="repeat",
-                   help="repeat: every window starts from the first window's noise, which keeps the subject's "
-                        "size and look over many windows (default); fresh: new noise for each window")
+                   help="repeat: every window starts from the first window's noise (default; less identity "
+                        "drift over many windows, README 'Long videos'); fresh: new noise for each window")
     g.add_argument("--keyframe-fps", type=float, metavar="FPS",
                    help="fps condition for the keyframe pass (for models conditioned on fps)")
 

@@ -523,8 +523,9 @@ _LONG_DOC = """
     context_noise: t_c > 0 shows each window its generated held frames (overlap, keyframes) noised
         to t_c, for models trained with `diffusion.context_noise`: they then correct small errors
         of their context instead of copying them; 0 (default) holds them clean.
-    window_noise: "repeat" (default) starts every window from the first window's noise, which holds
-        an object's size and look over many windows; "fresh" draws new noise for each window.
+    window_noise: "repeat" (default) starts every window from the first window's noise (less
+        identity drift over many windows; see the module docstring); "fresh" draws new noise for
+        each window.
     Other arguments as `VideoPipeline.__call__`; batch size 1."""
 
 
