@@ -42,6 +42,7 @@ import time
 import numpy as np
 
 from vidiff.machine import machine_info
+from vidiff.pipelines.long import WINDOW_NOISES
 
 DRIFT_CAPTIONS = (
     "a large red circle stays still on a black background",
@@ -256,7 +257,7 @@ def main(argv=None) -> int:
                    help="noise level t_c of each window's generated held frames (0 = clean)")
     p.add_argument("--history-guidance", type=float, default=1.0,
                    help="history guidance scale on each window's held frames (1 = off)")
-    p.add_argument("--window-noise", default="repeat", choices=("repeat", "fresh"),
+    p.add_argument("--window-noise", default="repeat", choices=WINDOW_NOISES,
                    help="each window's initial noise: the first window's again, or a fresh draw")
     p.add_argument("--multiple", type=int, default=8, help="long length = multiple x (training length - 1) + 1")
     p.add_argument("--seeds", type=int, default=2)

@@ -100,8 +100,9 @@ def finish(procs: dict[str, subprocess.Popen], deadline: float) -> dict[str, int
 
 def steps_per_s(run_dir: Path) -> float:
     """The median steps/s of a run's logged windows after the first (which holds start-up)."""
-    rates = [r["steps_per_s"] for r in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines())
-             if "steps_per_s" in r]
+    from vidiff.train.logging import read_jsonl
+
+    rates = [r["steps_per_s"] for r in read_jsonl(run_dir / "log.jsonl") if "steps_per_s" in r]
     rates = sorted(rates[1:] or rates)
     return rates[len(rates) // 2]
 
@@ -149,6 +150,7 @@ def main() -> int:
     t0 = time.time()
 
     from vidiff.machine import machine_info
+    from vidiff.train.logging import read_jsonl
 
     report["machine"] = machine_info(a.device)
     code = subprocess.call(vidiff("--cache-only", f"out_dir={out}/cache-run", *common(a)))
@@ -186,19 +188,12 @@ def main() -> int:
     for n, c in codes.items():
         if c != 0 and (out / n).is_dir():  # stopped early: export the checkpoint it saved on SIGTERM
             subprocess.call(variant(n, f"out_dir={out}/{n}", *common(a), "--export", f"{out}/{n}/export"))
-        report.setdefault("final", {})[n] = _last_record(out / n)
+        report.setdefault("final", {})[n] = (read_jsonl(out / n / "log.jsonl") or [{}])[-1]
     report["total_s"] = round(time.time() - t0, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2), flush=True)
     return 0
 
-
-def _last_record(run_dir: Path) -> dict:
-    log = run_dir / "log.jsonl"
-    if not log.is_file():
-        return {}
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return lines[-1] if lines else {}
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ import argparse
 
 from vidiff.cli import CLIError
 
-LONG_MODES = ("window", "fuse", "keyframes")  # mirrors vidiff.pipelines.long (not imported: keeps --help light)
+# mirror vidiff.pipelines.long (not imported: keeps --help light; a test checks they agree)
+LONG_MODES = ("window", "fuse", "keyframes")
+WINDOW_NOISES = ("repeat", "fresh")
 
 
 def add_long_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +38,7 @@ def add_long_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--context-noise", type=float, default=0.0, metavar="T",
                    help="show each window its generated overlap noised to time T (e.g. 0.1; for models trained "
                         "with diffusion.context_noise); 0 holds it clean (default)")
-    g.add_argument("--window-noise", choices=("repeat", "fresh"), default="repeat",
+    g.add_argument("--window-noise", choices=WINDOW_NOISES, default="repeat",
                    help="repeat: every window starts from the first window's noise (default; less identity "
                         "drift over many windows, README 'Long videos'); fresh: new noise for each window")
     g.add_argument("--keyframe-fps", type=float, metavar="FPS",

@@ -184,8 +184,11 @@ class LatentCacheDataset(torch.utils.data.Dataset):
                 with safe_open(str(self.root / file), framework="pt") as fh:
                     self._captions[file] = json.loads((fh.metadata() or {})["samples"])
             except Exception as err:
-                raise LatentCacheError(f"latent cache shard {self.root / file} is unreadable ({err})") from None
+                raise self._unreadable(file, err) from None
         return self._captions[file]
+
+    def _unreadable(self, file: str, err: Exception) -> LatentCacheError:
+        return LatentCacheError(f"latent cache shard {self.root / file} is unreadable ({err})")
 
     def _read_all(self) -> torch.Tensor:
         """Every sample's latents as one tensor `[N, C_z, F_z, H_z, W_z]`, in index order (the
@@ -200,7 +203,7 @@ class LatentCacheDataset(torch.utils.data.Dataset):
                 try:
                     shard, current = load_file(str(self.root / file)), file
                 except Exception as err:
-                    raise LatentCacheError(f"latent cache shard {self.root / file} is unreadable ({err})") from None
+                    raise self._unreadable(file, err) from None
             latent = shard.get(f"latent.{i}")
             if latent is None or (out is not None and latent.shape != out.shape[1:]):
                 raise LatentCacheError(f"latent cache shard {self.root / file}: latent.{i} is missing or has "
@@ -222,7 +225,7 @@ class LatentCacheDataset(torch.utils.data.Dataset):
                 with safe_open(str(self.root / file), framework="pt") as fh:
                     latents = fh.get_tensor(f"latent.{i}")
             except Exception as err:
-                raise LatentCacheError(f"latent cache shard {self.root / file} is unreadable ({err})") from None
+                raise self._unreadable(file, err) from None
         caption = meta["caption"]
         if generator is not None and self.caption_dropout > 0:
             if float(torch.rand((), generator=generator, dtype=torch.float64)) < self.caption_dropout:
