@@ -14,6 +14,8 @@ a held-out combination):
   * persistence of the long videos (fraction of frames the object is found). Acceptance >= 0.95.
   * size growth: object area over the last clip length of a long video / over its first
     (geometric mean over videos; every caption here keeps its size, so 1 is right). Diagnostic.
+  * the same drift numbers per caption (`per_caption`), since a ratio of means weighs most the
+    captions that drift most.
   * seams: `boundary_change_ratio` (mean frame-to-frame change at window boundaries / median
     change elsewhere), mean over videos. Acceptance <= 1.5 (mean of `max_ratio` also reported).
 Prompt schedules (same object, the motion changes, e.g. moves right -> moves left -> right ...):
@@ -81,6 +83,22 @@ def geometric_mean(values) -> float | None:
     return float(np.exp(np.mean(np.log(values)))) if values else None
 
 
+def per_caption(short_rows: list[dict], long_rows: list[dict]) -> dict[str, dict]:
+    """The drift numbers of each caption on its own (a ratio of means over all captions weighs the
+    captions that drift most): mean drift at both lengths, their ratio, size growth (geometric
+    mean) and seam ratio (mean), over that caption's seeds."""
+    out = {}
+    for cap in dict.fromkeys(r["caption"] for r in long_rows):
+        s = mean(r["identity_drift"] for r in short_rows if r["caption"] == cap)
+        lo = [r for r in long_rows if r["caption"] == cap]
+        d = mean(r["identity_drift"] for r in lo)
+        out[cap] = {"identity_drift_short": s, "identity_drift_long": d,
+                    "identity_drift_ratio": None if s is None or d is None or not s else d / s,
+                    "size_growth": geometric_mean(r["size_growth"] for r in lo),
+                    "seam_ratio": mean(r["seam_ratio"] for r in lo)}
+    return out
+
+
 def alternating_schedule(first: str, then: str, segments: int, segment: int) -> list[tuple[str, int | None]]:
     """A `prompts=` schedule of `segments` segments of `segment` frames that alternates `first`
     and `then`; the last segment takes the remaining frames."""
@@ -103,16 +121,17 @@ def schedule_runs(windows) -> list[tuple[str, int, int]]:
 def evaluate_mode(pipe, mode: str, args) -> dict:
     from vidiff.metrics.seams import boundary_change_ratio
     from vidiff.metrics.world import evaluate_video, size_growth
-    from vidiff.pipelines.long import generate_long
+    from vidiff.pipelines.long import default_context_noise, generate_long
 
     short_frames = pipe.config.num_frames
     r = pipe.vae.temporal_factor
     long_frames = 1 + args.multiple * (short_frames - 1)
     long_frames = 1 + (long_frames - 1) // r * r
     captions = DRIFT_CAPTIONS[: args.captions]
+    context_noise = default_context_noise(pipe, mode) if args.context_noise is None else args.context_noise
     settings = dict(window=args.window, overlap=args.overlap, mode=mode, overlap_space=args.overlap_space,
                     guidance_scale=args.guidance, history_guidance=args.history_guidance,
-                    context_noise=args.context_noise, window_noise=args.window_noise)
+                    context_noise=context_noise, window_noise=args.window_noise)
     short_rows, long_rows = [], []
     for cap in captions:
         for seed in range(args.seeds):
@@ -175,6 +194,8 @@ def evaluate_mode(pipe, mode: str, args) -> dict:
         "schedule_motion_acc": mean(s["motion_acc"] for row in schedule_rows for s in row["segments"]),
         "schedule_same_colour_and_shape": mean(float(row["same_colour_and_shape"]) for row in schedule_rows),
         "schedule_identity_kept": mean(float(row["identity_kept"]) for row in schedule_rows),
+        "per_caption": per_caption(short_rows, long_rows),
+        "context_noise": context_noise,
     }
     def ok(v, test):
         return None if v is None else bool(test(v))
@@ -253,8 +274,9 @@ def main(argv=None) -> int:
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance of the long videos (default: the model's); the 17-frame "
                         "reference keeps the model's default")
-    p.add_argument("--context-noise", type=float, default=0.0,
-                   help="noise level t_c of each window's generated held frames (0 = clean)")
+    p.add_argument("--context-noise", type=float, default=None,
+                   help="noise level t_c of each window's generated held frames (0 = clean; default: "
+                        "vidiff.pipelines.long.default_context_noise, the model's level for window mode, 0 else)")
     p.add_argument("--history-guidance", type=float, default=1.0,
                    help="history guidance scale on each window's held frames (1 = off)")
     p.add_argument("--window-noise", default="repeat", choices=WINDOW_NOISES,

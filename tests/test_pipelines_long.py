@@ -181,6 +181,36 @@ def test_context_noise_reaches_generated_overlaps_only(pipe, space):
             assert torch.equal(cur.latents[:, :, :1], prev.latents[:, :, -1:])
 
 
+def test_context_noise_defaults_to_the_pipelines_scheduler(pipe):
+    def held_times(**kw):
+        with Spy(pipe.transformer) as spy:
+            list(iter_windows(pipe, A, num_frames=17, window=5, overlap=1, seed=0, **kw))
+        return sorted({round(t[0, 0].item(), 6) for t in spy.times[len(spy.times) // 2:]})
+
+    assert pipe.scheduler.context_noise == 0.0
+    assert held_times() == [0.0]
+    saved = pipe.scheduler.context_noise
+    pipe.scheduler.context_noise = 0.15
+    try:
+        assert held_times() == [0.15]
+        assert held_times(context_noise=0.0) == [0.0]  # an explicit level overrides the model's
+        # keyframe gaps (the second half of the calls) hold their keyframes clean unless told
+        assert held_times(mode="keyframes") == [0.0]
+        assert held_times(mode="keyframes", context_noise=0.15) == [0.15]
+    finally:
+        pipe.scheduler.context_noise = saved
+    with pytest.raises(ValueError, match="context_noise"):
+        list(iter_windows(pipe, A, num_frames=17, window=5, context_noise=1.0))
+
+
+def test_scheduler_context_noise_round_trips_and_is_checked():
+    sch = SchedulerConfig(context_noise=0.2)
+    assert SchedulerConfig.from_dict(sch.to_dict()).context_noise == 0.2
+    assert SchedulerConfig.from_dict({"sampler": "euler"}).context_noise == 0.0  # older exports
+    with pytest.raises(ValueError, match="context_noise"):
+        SchedulerConfig(context_noise=-0.1)
+
+
 # --------------------------------------------------------------------------- sliding windows
 
 

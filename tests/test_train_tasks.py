@@ -114,6 +114,46 @@ def test_context_noise_puts_held_frames_at_a_small_level_seen_alike_in_x_and_cha
     assert bool((call["t"][:, 1:] > 0).all())
     with pytest.raises(ValueError, match="context_noise"):
         DiffusionSection(context_noise=1.0)
+    # the exported sampling level must lie in the range the model was trained on
+    assert DiffusionSection(context_noise=0.3, sampling_context_noise=0.3).sampling_context_noise == 0.3
+    with pytest.raises(ValueError, match="sampling_context_noise"):
+        DiffusionSection(context_noise=0.1, sampling_context_noise=0.2)
+
+
+def test_midclip_crops_the_batch_holds_its_chunk_start_and_keeps_the_image_loss_on_frame_zero():
+    batch = _batch(b=8, f=9)
+    x0 = batch["latents"]
+    starts, plain = set(), 0
+    for seed in range(40):
+        model = _Recorder(concat=True)
+        _loss(_run_config(midclip_prob=0.5, i2v_prob=0.0, image_loss_weight=1.0), model, batch, seed=seed)
+        video, image = model.calls
+        f = video["x_t"].shape[2]
+        assert torch.equal(image["frame_mask"], torch.zeros(8, 1))
+        assert image["x_t"].shape == (8, 3, 1, 4, 4)
+        if f == 9:  # not cropped: the plain recipe (t2v for every sample, i2v_prob = 0)
+            plain += 1
+            assert not bool(video["frame_mask"].any())
+            continue
+        start = 9 - f
+        starts.add(start)
+        assert 1 <= start <= 4  # c ~ U{1, ..., (F - 1) // 2}
+        held = video["frame_mask"]
+        assert torch.equal(held[:, 0], torch.ones(8))  # every sample holds its (chunk) first frame
+        assert torch.equal(video["x_t"][:, :, 0], x0[:, :, start])  # bit-exact, from mid-clip
+        assert torch.equal(video["image_latent"][:, :, 0], x0[:, :, start])
+        # the image loss still denoises the clip's own first latent frame (a one-frame latent)
+        t = image["t"][:, 0].view(-1, 1, 1, 1)
+        eps = (image["x_t"][:, :, 0] - (1 - t) * x0[:, :, 0]) / t
+        assert abs(float(eps.std()) - 1.0) < 0.15
+    assert starts == {1, 2, 3, 4} and 8 <= plain <= 32
+    # off: no draws, so the random stream of recipes without it is unchanged
+    a, b = _Recorder(concat=True), _Recorder(concat=True)
+    _loss(_run_config(), a, batch, seed=3)
+    _loss(_run_config(midclip_prob=0.0), b, batch, seed=3)
+    assert torch.equal(a.calls[0]["x_t"], b.calls[0]["x_t"])
+    with pytest.raises(ValueError, match="midclip_prob"):
+        DiffusionSection(midclip_prob=1.5)
 
 
 def test_image_loss_denoises_first_latent_frames_alone_and_adds_weighted_without_touching_the_video_part():

@@ -35,9 +35,10 @@ def add_long_arguments(parser: argparse.ArgumentParser) -> None:
                         "denoised together, predictions averaged; keyframes: sparse keyframes, then the gaps")
     g.add_argument("--overlap-space", choices=("latent", "pixel"), default="latent",
                    help="window mode: carry the overlap as latents (default) or as decoded frames re-encoded")
-    g.add_argument("--context-noise", type=float, default=0.0, metavar="T",
-                   help="show each window its generated overlap noised to time T (e.g. 0.1; for models trained "
-                        "with diffusion.context_noise); 0 holds it clean (default)")
+    g.add_argument("--context-noise", type=float, default=None, metavar="T",
+                   help="show each window its generated overlap noised to time T (for models trained with "
+                        "diffusion.context_noise); 0 holds it clean; default: in window mode the model's "
+                        "scheduler.context_noise (the world model's: 0.2), else 0")
     g.add_argument("--window-noise", choices=WINDOW_NOISES, default="repeat",
                    help="repeat: every window starts from the first window's noise (default; less identity "
                         "drift over many windows, README 'Long videos'); fresh: new noise for each window")
@@ -76,7 +77,7 @@ def run_long(args: argparse.Namespace, pipe):
             height=getattr(args, "height", None), width=getattr(args, "width", None),
             num_inference_steps=getattr(args, "steps", None), guidance_scale=getattr(args, "guidance", None),
             history_guidance=getattr(args, "history_guidance", 1.0),
-            context_noise=getattr(args, "context_noise", 0.0),
+            context_noise=getattr(args, "context_noise", None),
             sampler=getattr(args, "sampler", None), noise_prior=getattr(args, "noise_prior", "independent"),
             noise_strength=getattr(args, "noise_strength", 0.5), seed=getattr(args, "seed", 0),
             keyframe_extras=extras, window_noise=getattr(args, "window_noise", "repeat"), progress=False)

@@ -142,6 +142,13 @@ def latent_to_frames(start: int, end: int, r: int) -> tuple[int, int]:
     return a, b
 
 
+def default_context_noise(pipe, mode: str) -> float:
+    """The level at which `mode` shows a window its generated held frames when not told: the
+    pipeline's `scheduler.context_noise` for sliding-window overlaps, 0 (clean) for keyframe
+    gaps, which must meet both ends (on the world model noisy keyframes made the gaps drift more)."""
+    return pipe.scheduler.context_noise if mode == "window" else 0.0
+
+
 @dataclass
 class PromptSegment:
     """`prompt` for video frames `[start, end)`."""
@@ -339,7 +346,10 @@ class _Run:
         self.steps = num_inference_steps or sch.num_inference_steps
         self.sampler = sampler or sch.sampler
         self.scale = sch.guidance_scale if guidance_scale is None else guidance_scale
-        self.history_guidance, self.context_noise = history_guidance, context_noise
+        self.history_guidance = history_guidance
+        self.context_noise = default_context_noise(pipe, mode) if context_noise is None else context_noise
+        if not 0.0 <= self.context_noise < 1.0:
+            raise ValueError(f"context_noise must be in [0, 1), got {self.context_noise}")
         self.noise_prior, self.noise_strength = noise_prior, noise_strength
         self.generator = generator if generator is not None else torch.Generator().manual_seed(int(seed))
         self.keyframe_extras = keyframe_extras
@@ -522,7 +532,10 @@ _LONG_DOC = """
         drift over long videos, at the price of seams; README "Long videos"); 1 is off.
     context_noise: t_c > 0 shows each window its generated held frames (overlap, keyframes) noised
         to t_c, for models trained with `diffusion.context_noise`: they then correct small errors
-        of their context instead of copying them; 0 (default) holds them clean.
+        of their context instead of copying them; 0 holds them clean. None (default): in window
+        mode the pipeline's `scheduler.context_noise` (0 unless the model's recipe set it; the
+        world model's is 0.2, from a sweep in the README, "Long videos"), elsewhere 0 (on the
+        world model noisy keyframes made the gaps between them drift more, not less).
     window_noise: "repeat" (default) starts every window from the first window's noise (less
         identity drift over many windows; see the module docstring); "fresh" draws new noise for
         each window.
@@ -534,7 +547,7 @@ def iter_windows(pipe, prompt: str | None = None, *, prompts=None, num_frames: i
                  window: int | None = None, overlap: int = 1, mode: str = "window", overlap_space: str = "latent",
                  negative_prompt: str = "", image=None, video=None, height: int | None = None,
                  width: int | None = None, num_inference_steps: int | None = None, guidance_scale=None,
-                 history_guidance: float = 1.0, context_noise: float = 0.0, sampler: str | None = None,
+                 history_guidance: float = 1.0, context_noise: float | None = None, sampler: str | None = None,
                  noise_prior: str = "independent", noise_strength: float = 0.5,
                  seed: int = 0, generator: torch.Generator | None = None, keyframe_extras: dict | None = None,
                  window_noise: str = "repeat", progress: bool = False) -> Iterator[WindowChunk]:
@@ -560,7 +573,7 @@ def generate_long(pipe, prompt: str | None = None, *, prompts=None, num_frames: 
                   window: int | None = None, overlap: int = 1, mode: str = "window", overlap_space: str = "latent",
                   negative_prompt: str = "", image=None, video=None, height: int | None = None,
                   width: int | None = None, num_inference_steps: int | None = None, guidance_scale=None,
-                  history_guidance: float = 1.0, context_noise: float = 0.0, sampler: str | None = None,
+                  history_guidance: float = 1.0, context_noise: float | None = None, sampler: str | None = None,
                   noise_prior: str = "independent", noise_strength: float = 0.5,
                   seed: int = 0, generator: torch.Generator | None = None, keyframe_extras: dict | None = None,
                   window_noise: str = "repeat", return_latents: bool = False, progress: bool = False) -> LongOutput:

@@ -17,7 +17,10 @@ SAMPLERS = ("euler", "heun", "unipc", "dpmpp_2m", "ddim", "ddpm")
 class SchedulerConfig:
     """How to sample. `schedule` is "flow" (rectified flow) or a VP beta table ("linear",
     "scaled_linear", "cosine"); `shift` is the SD3/Wan timestep shift `s t / (1 + (s - 1) t)`
-    applied to the sampling grid (flow only)."""
+    applied to the sampling grid (flow only); `context_noise` is the level `t_c` at which long
+    videos show each window the frames it holds from earlier windows (`vidiff.pipelines.long`):
+    0 holds them clean; models trained with `diffusion.context_noise` read a noisy context and
+    then copy less of its small errors from window to window."""
 
     schedule: str = "flow"
     prediction_type: str = "flow"
@@ -27,6 +30,7 @@ class SchedulerConfig:
     guidance_scale: float = 4.0
     num_train_steps: int = 1000
     zero_terminal_snr: bool = False
+    context_noise: float = 0.0
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
@@ -37,6 +41,8 @@ class SchedulerConfig:
             raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
         if self.shift <= 0:
             raise ValueError(f"shift must be > 0, got {self.shift}")
+        if not 0.0 <= self.context_noise < 1.0:
+            raise ValueError(f"context_noise must be in [0, 1), got {self.context_noise}")
         if self.schedule != "flow" and self.sampler in ("euler", "heun") and self.prediction_type == "flow":
             raise ValueError("a VP schedule cannot use flow prediction")
 

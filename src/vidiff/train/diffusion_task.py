@@ -3,6 +3,7 @@ jointly on cached VAE latents for text-to-video and image-to-video at once.
 
 One training example (latents x0 `[B, C, F, H, W]`, normalised; captions):
 
+    x0 <- x0[:, :, c:], first frame held  for the whole batch with probability midclip_prob (mid-clip start)
     captions[b] <- ""                       with probability caption_dropout (for CFG)
     frame_mask[b] = first latent frame      with probability i2v_prob (image-to-video)
                   | first k latent frames   with probability continuation_prob (long videos)
@@ -241,9 +242,10 @@ def make_diffusion_loss(cfg: RunConfig):
     schedule = make_schedule(d)
 
     def denoising_loss(model: nn.Module, x0: Tensor, captions: list[str], generator: torch.Generator,
-                       video: bool) -> Tensor:
+                       video: bool, hold_first: bool = False) -> Tensor:
         """The diffusion loss of one batch: for `video` clips with held frames (and context noise)
-        and the weighted word loss of the captions; otherwise (one-frame image clips) neither."""
+        and the weighted word loss of the captions; otherwise (one-frame image clips) neither.
+        `hold_first`: every sample holds its first latent frame (mid-clip crops)."""
         b, _, f = x0.shape[:3]
         device = x0.device
         gen_device = generator.device
@@ -251,6 +253,8 @@ def make_diffusion_loss(cfg: RunConfig):
         captions = ["" if dropped else c for c, dropped in zip(captions, drop)]
         if video:
             frame_mask = training_frame_mask(d, b, f, generator, gen_device).to(device)
+            if hold_first:
+                frame_mask[:, 0] = 1.0
         else:
             frame_mask = x0.new_zeros(b, f)
         t = sample_training_times(d, b, f, generator, gen_device).to(device)
@@ -276,7 +280,14 @@ def make_diffusion_loss(cfg: RunConfig):
     def loss_fn(model: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> Tensor:
         x0 = batch["latents"].float()
         captions = list(batch["caption"])
-        loss = denoising_loss(model, x0, captions, generator, video=True)
+        clip, hold_first = x0, False
+        if d.midclip_prob > 0:  # drawn only then, so recipes without it keep their random stream
+            gen_device = generator.device
+            crop = bool(torch.rand((), generator=generator, device=gen_device) < d.midclip_prob)
+            start = int(torch.randint(1, max(1, (x0.shape[2] - 1) // 2) + 1, (), generator=generator, device=gen_device))
+            if crop and x0.shape[2] - start >= 2:
+                clip, hold_first = x0[:, :, start:], True
+        loss = denoising_loss(model, clip, captions, generator, video=True, hold_first=hold_first)
         if d.image_loss_weight > 0:  # drawn after the video's, so the video's random stream is unchanged
             loss = loss + d.image_loss_weight * denoising_loss(model, x0[:, :, :1], captions, generator, video=False)
         return loss
@@ -377,7 +388,8 @@ def scheduler_config(cfg: RunConfig, *, steps: int | None = None, guidance_scale
     return SchedulerConfig(schedule=d.schedule, prediction_type=d.prediction_type, sampler=d.sampler,
                            num_inference_steps=steps or d.sampling_steps, shift=d.sampling_shift,
                            guidance_scale=d.guidance_scale if guidance_scale is None else guidance_scale,
-                           num_train_steps=d.num_train_steps, zero_terminal_snr=d.zero_terminal_snr)
+                           num_train_steps=d.num_train_steps, zero_terminal_snr=d.zero_terminal_snr,
+                           context_noise=d.sampling_context_noise)
 
 
 def pipeline_config(cfg: RunConfig):

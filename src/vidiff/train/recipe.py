@@ -251,6 +251,13 @@ class DiffusionSection:
     continuation_prob: share whose first k latent frames are held, k uniform in
         1..max_context_frames (sliding-window continuation of a long video).
     interpolation_prob: share whose first and last latent frames are held (keyframe in-betweening).
+    midclip_prob: share of steps whose batch starts mid-clip: its latents are cropped to frames
+        c .. F - 1, c ~ U{1, ..., (F - 1) // 2} (one draw per step), and every sample holds at least
+        its first latent frame (text-to-video samples become one-frame continuations). With a
+        causal VAE (r > 1) a clip's first latent codes one frame and every later one r frames, so
+        only a crop shows the model what sliding windows hold at their start (the previous
+        window's last latent, an r-frame chunk) and keyframe gaps at both ends. The image loss
+        keeps the uncropped first frame. 0: off.
     context_noise: held frames are noised to a level `t_c ~ U(0, context_noise)` per sample
         (given to the model as their per-frame time, and as the image-latent channels), so that
         the model learns not to copy its context's small errors: noise augmentation of the
@@ -268,7 +275,9 @@ class DiffusionSection:
         objects) up to 1 + foreground_weight times the background (`vidiff.diffusion.
         foreground_weights`), so that the few positions where shape is drawn are not outweighed by
         the many easy background ones. 0: off.
-    sampler, sampling_steps, sampling_shift, guidance_scale: the exported SchedulerConfig.
+    sampler, sampling_steps, sampling_shift, guidance_scale, sampling_context_noise: the exported
+        SchedulerConfig (the last is its `context_noise`, the level at which long videos show a
+        window its held frames from earlier windows; at most `context_noise`, the trained range).
     """
 
     schedule: Literal["flow", "linear", "scaled_linear", "cosine"] = "flow"
@@ -287,6 +296,7 @@ class DiffusionSection:
     continuation_prob: float = 0.0
     max_context_frames: int = 2
     interpolation_prob: float = 0.0
+    midclip_prob: float = 0.0
     context_noise: float = 0.0
     image_loss_weight: float = 0.0
     word_loss_weight: float = 0.0
@@ -295,14 +305,16 @@ class DiffusionSection:
     sampling_steps: int = 24
     sampling_shift: float = 1.0
     guidance_scale: float = 4.0
+    sampling_context_noise: float = 0.0
 
     #: The exported sampling defaults: not part of what is trained (see `tasks.export_run`).
-    SAMPLING_FIELDS = ("sampler", "sampling_steps", "sampling_shift", "guidance_scale")
+    SAMPLING_FIELDS = ("sampler", "sampling_steps", "sampling_shift", "guidance_scale", "sampling_context_noise")
 
     def __post_init__(self) -> None:
         if self.schedule != "flow" and self.prediction_type == "flow":
             raise ValueError(f"diffusion.prediction_type='flow' needs diffusion.schedule='flow', got {self.schedule!r}")
-        for name in ("high_noise_prob", "independent_frame_prob", "caption_dropout", "i2v_prob", "continuation_prob", "interpolation_prob"):
+        for name in ("high_noise_prob", "independent_frame_prob", "caption_dropout", "i2v_prob", "continuation_prob", "interpolation_prob",
+                     "midclip_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"diffusion.{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("image_loss_weight", "word_loss_weight", "foreground_weight"):
@@ -312,6 +324,10 @@ class DiffusionSection:
             raise ValueError(f"diffusion.high_noise_from must be in [0, 1), got {self.high_noise_from}")
         if not 0.0 <= self.context_noise < 1.0:
             raise ValueError(f"diffusion.context_noise must be in [0, 1), got {self.context_noise}")
+        if not 0.0 <= self.sampling_context_noise <= self.context_noise:
+            raise ValueError(f"diffusion.sampling_context_noise must be in [0, context_noise = {self.context_noise}] "
+                             f"(the model reads a noisy context only at levels it was trained on), "
+                             f"got {self.sampling_context_noise}")
         held = self.i2v_prob + self.continuation_prob + self.interpolation_prob
         if held > 1.0 + 1e-9:
             raise ValueError(f"diffusion.i2v_prob + continuation_prob + interpolation_prob must be <= 1, got {held:g}")
