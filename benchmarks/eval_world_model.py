@@ -5,7 +5,12 @@ same settings (the command line is recorded beside each row).
     python benchmarks/eval_world_model.py --model src/vidiff/assets/world-dit \
         --baseline src/vidiff/assets/world-per-frame --json benchmarks/results/world_model.json
 
-Writes JSON (with the machine) and prints markdown tables for the README.
+Writes JSON (with the machine) and prints markdown tables for the README. `--ceiling-only` stops
+after the ground-truth and VAE round-trip rows, to ask whether a caption fails in the VAE or in
+the DiT:
+
+    python benchmarks/eval_world_model.py --prompts benchmarks/prompts/world_spins.txt --ceiling-only \
+        --json benchmarks/results/world_spins_ceiling.json
 """
 
 from __future__ import annotations
@@ -72,7 +77,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="+", default=[4, 8, 16, 32, 50])
     ap.add_argument("--samplers", nargs="+", default=["euler", "unipc"])
     ap.add_argument("--json", default=os.path.join(HERE, "results", "world_model.json"))
+    ap.add_argument("--ceiling-only", action="store_true",
+                    help="only the ground-truth and VAE round-trip rows of --prompts (no sampling)")
     args = ap.parse_args()
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
 
     pipe = load_pipeline(args.model)
     prompts, heldout = read_prompts(args.prompts), read_prompts(args.heldout)
@@ -82,6 +90,11 @@ def main() -> None:
                  "defaults": {"sampler": pipe.scheduler.sampler, "steps": pipe.scheduler.num_inference_steps,
                               "guidance": pipe.scheduler.guidance_scale}}
     out["ground_truth"], out["vae_round_trip"] = ground_truth(prompts, args.seeds, pipe)
+    if args.ceiling_only:
+        out["prompts"] = os.path.relpath(args.prompts)
+        write_json(args.json, out)
+        print_table(out, args.json)
+        return
     out["t2v"] = summary(generate_and_evaluate(pipe, prompts, args.seeds)) | {"command": ev}
     out["i2v"] = summary(generate_and_evaluate(pipe, prompts, args.seeds, image_to_video=True)) | {
         "command": ev + " --image-to-video"}
@@ -103,15 +116,19 @@ def main() -> None:
         rows = generate_and_evaluate(pipe, prompts, args.table_seeds, progress=False, guidance_scale=scale)
         out["guidance_table"].append({"guidance": scale} | summary(rows))
     out["speed_17x64x64"] = timed_generation(pipe, prompts[0], 5)
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     write_json(args.json, out)
+    print_table(out, args.json)
+    print(f"speed: {out['speed_17x64x64']['median_s']:.2f} s median")
+
+
+def print_table(out: dict, path: str) -> None:
     cols = ("color_acc", "shape_acc", "motion_acc", "all_correct", "background_flicker", "identity_drift",
             "first_frame_psnr")
     print("| run | " + " | ".join(cols) + " |")
     for name in ("ground_truth", "vae_round_trip", "t2v", "i2v", "heldout", "per_frame_baseline"):
         if name in out:
             print(f"| {name} | " + " | ".join(f"{out[name][c]:.4g}" if out[name].get(c) is not None else "" for c in cols) + " |")
-    print(f"speed: {out['speed_17x64x64']['median_s']:.2f} s median; report: {args.json}")
+    print(f"report: {path}")
 
 
 if __name__ == "__main__":

@@ -124,13 +124,13 @@ def test_export_writes_a_pipeline_that_loads_and_generates(runs):
     # Sampling defaults come from the recipe given at export time, the weights from the checkpoint.
     retuned = runs / "retuned"
     assert vidiff_train(*_tiny_dit(runs, "full", 4), "diffusion.sampling_shift=2.5", "diffusion.guidance_scale=1.5",
-                        "diffusion.sampling_steps=7", "diffusion.sampling_context_noise=0.1", "--export", str(retuned)) == 0
+                        "diffusion.sampling_steps=7", "diffusion.sampling_context_noise=0.05", "--export", str(retuned)) == 0
     sch = VideoPipeline.from_pretrained(retuned).scheduler
-    assert (sch.shift, sch.guidance_scale, sch.num_inference_steps, sch.context_noise) == (2.5, 1.5, 7, 0.1)
+    assert (sch.shift, sch.guidance_scale, sch.num_inference_steps, sch.context_noise) == (2.5, 1.5, 7, 0.05)
     recipe = load_recipe(str(CONFIGS / "world_dit.toml"), []).diffusion
     first = VideoPipeline.from_pretrained(target).scheduler
     assert recipe.sampling_shift != 2.5 and first.shift == recipe.sampling_shift
-    assert recipe.sampling_context_noise != 0.1 and first.context_noise == recipe.sampling_context_noise
+    assert recipe.sampling_context_noise != 0.05 and first.context_noise == recipe.sampling_context_noise
     again = load_file(str(retuned / "transformer" / "model.safetensors"))
     assert all(torch.equal(again[k], exported[k]) for k in again)
 

@@ -38,7 +38,7 @@ def add_long_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--context-noise", type=float, default=None, metavar="T",
                    help="show each window its generated overlap noised to time T (for models trained with "
                         "diffusion.context_noise); 0 holds it clean; default: in window mode the model's "
-                        "scheduler.context_noise (the world model's: 0.2), else 0")
+                        "scheduler.context_noise (the world model's: 0.1), else 0")
     g.add_argument("--window-noise", choices=WINDOW_NOISES, default="repeat",
                    help="repeat: every window starts from the first window's noise (default; less identity "
                         "drift over many windows, README 'Long videos'); fresh: new noise for each window")
