@@ -1,8 +1,10 @@
-"""Training data: resumable rank-sharded loaders, a folder of captioned videos, a latent cache."""
+"""Training data: resumable rank-sharded loaders, a folder of captioned videos, a latent cache,
+caption-weighted sampling."""
 
 from vidiff.data.folder import BadVideoWarning, VideoFolderDataset, read_captions
 from vidiff.data.latent_cache import LatentCacheDataset, LatentCacheError, build_latent_cache, encoder_fingerprint
 from vidiff.data.loader import ResumableLoader, SeededBatchStream, derive_seed, shard_positions
+from vidiff.data.weighting import caption_sampling_weights, weighted_shares
 
 __all__ = [
     "BadVideoWarning",
@@ -16,4 +18,6 @@ __all__ = [
     "SeededBatchStream",
     "derive_seed",
     "shard_positions",
+    "caption_sampling_weights",
+    "weighted_shares",
 ]

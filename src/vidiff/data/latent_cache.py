@@ -213,6 +213,10 @@ class LatentCacheDataset(torch.utils.data.Dataset):
             out[position] = latent
         return out
 
+    def captions(self) -> list[str]:
+        """Every sample's caption, in index order (read from the shards' metadata, not the latents)."""
+        return [self._shard_meta(file)[i]["caption"] for file, i in self.index]
+
     def get(self, index: int, generator: torch.Generator | None = None) -> dict[str, Any]:
         from safetensors import safe_open
 

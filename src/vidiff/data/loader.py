@@ -8,7 +8,9 @@ implementations:
   seeded with (seed, e); rank r of R takes positions r, r+R, ... of it (a distinct shard per
   rank, equal lengths), cut into batches. State = (epoch, batches taken this epoch). Per-sample
   randomness (clip start, caption dropout) comes from a generator seeded with
-  (seed, epoch, index), so it does not depend on worker count or scheduling.
+  (seed, epoch, index), so it does not depend on worker count or scheduling. With per-sample
+  `weights`, epoch e is instead N draws with replacement, P(i) = w_i / sum w (same generator),
+  and a sample's generator also takes its position in the epoch (an index drawn twice gets two).
 * `SeededBatchStream` for procedural data: batch p of rank r is `make_batch(generator, p)` with a
   generator seeded from (seed, rank, p). State = p.
 """
@@ -77,7 +79,9 @@ class ResumableLoader:
 
     The dataset may define `get(index, generator)` to receive its per-sample generator, and may
     put a list of file names it had to skip under the sample's "skipped" key; those (and the
-    dataset's own `bad_files`) are collected in `bad_files`.
+    dataset's own `bad_files`) are collected in `bad_files`. `weights` (`[N]`, >= 0, e.g. from
+    `caption_sampling_weights`) makes each epoch N weighted draws with replacement instead of a
+    permutation.
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class ResumableLoader:
         num_workers: int = 0,
         collate_fn: Callable[[list[Any]], Any] | None = None,
         timeout_s: float = 0.0,
+        weights: torch.Tensor | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -104,6 +109,13 @@ class ResumableLoader:
                 f"dataset of {n} samples gives each of {world_size} ranks {per_rank} samples, "
                 f"fewer than one batch of {batch_size}"
             )
+        if weights is not None:
+            weights = torch.as_tensor(weights, dtype=torch.float64).flatten()
+            if weights.numel() != n:
+                raise ValueError(f"weights has {weights.numel()} entries for a dataset of {n} samples")
+            if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()) or float(weights.sum()) <= 0:
+                raise ValueError("weights must be finite, >= 0 and not all 0")
+        self.weights = weights
         self.dataset = dataset
         self.batch_size = batch_size
         self.seed = seed
@@ -140,10 +152,12 @@ class ResumableLoader:
 
     def _epoch_keys(self, epoch: int) -> list[tuple[int, int]]:
         n = len(self.dataset)
-        if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(self.seed, epoch))).tolist()
-        else:
-            order = list(range(n))
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, n, replacement=True, generator=generator).tolist()
+            positions = shard_positions(n, self.rank, self.world_size)
+            return [(order[p], derive_seed(self.seed, epoch, order[p], p)) for p in positions]
+        order = torch.randperm(n, generator=generator).tolist() if self.shuffle else list(range(n))
         mine = [order[p] for p in shard_positions(n, self.rank, self.world_size)]
         return [(i, derive_seed(self.seed, epoch, i)) for i in mine]
 

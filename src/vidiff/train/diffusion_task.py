@@ -31,6 +31,7 @@ VAE never runs during training.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from vidiff import diffusion as D
 from vidiff.config import ConfigError, changed_keys
 from vidiff.data.latent_cache import LatentCacheDataset, build_latent_cache, encoder_fingerprint
 from vidiff.data.loader import ResumableLoader
+from vidiff.data.weighting import caption_sampling_weights, weighted_shares
 from vidiff.models.conditioning import Conditioning
 from vidiff.train.recipe import DiffusionSection, RunConfig, denoiser_config
 
@@ -371,10 +373,22 @@ def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 def diffusion_data(cfg: RunConfig, cache: str | Path, rank: int = 0, world_size: int = 1, *,
                    encoder_key: str | None = None) -> ResumableLoader:
-    """Epochs over the cached latents, shuffled per epoch, a distinct shard per rank."""
+    """Epochs over the cached latents, shuffled per epoch, a distinct shard per rank; with
+    `data.caption_weights` each epoch draws clips by their captions' weights instead."""
     dataset = LatentCacheDataset(cache, encoder_key=encoder_key, in_memory=cfg.data.cache_in_memory)
+    weights = None
+    if cfg.data.caption_weights:
+        captions = dataset.captions()
+        try:
+            weights = caption_sampling_weights(captions, cfg.data.caption_weights)
+        except ValueError as err:
+            raise ValueError(f"data.caption_weights on the cache {cache}: {err}") from None
+        if rank == 0:
+            for phrase, (share, drawn) in weighted_shares(captions, weights, list(cfg.data.caption_weights)).items():
+                print(f"vidiff: data.caption_weights: {phrase!r} is in {share:.1%} of the {len(captions)} cached "
+                      f"clips, {drawn:.1%} of the draws", file=sys.stderr)
     return ResumableLoader(dataset, cfg.data.batch_size, seed=cfg.data.seed, rank=rank, world_size=world_size,
-                           num_workers=cfg.data.num_workers, collate_fn=_collate)
+                           num_workers=cfg.data.num_workers, collate_fn=_collate, weights=weights)
 
 
 # ------------------------------------------------------------------------------------------------

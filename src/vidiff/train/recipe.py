@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal
 
 from vidiff.config import ConfigError, config_to_dict, load_config
+from vidiff.data.weighting import check_phrase_weights
 from vidiff.models.dit import DiTConfig
 from vidiff.models.unet import UNetConfig
 from vidiff.models.vae import VAEConfig
@@ -199,6 +200,9 @@ class DataSection:
     cache in parallel (the cache is the same, clip for clip, whatever their number); with
     `cache_in_memory` a run reads the whole cache into memory once instead of opening a shard
     per sample (about 37 KB a clip for the world latents; what a GPU's batches need to keep up).
+    `caption_weights` (diffusion runs) maps caption phrases to sampling factors: a cached clip is
+    drawn in proportion to the product of the factors of the phrases its caption names (whole
+    words), e.g. `caption_weights = { spins = 4.0 }` or `data.caption_weights.spins=4`.
     """
 
     source: Literal["world", "folder"] = "world"
@@ -216,6 +220,7 @@ class DataSection:
     cache_batch_size: int = 16
     cache_workers: int = 0
     cache_in_memory: bool = False
+    caption_weights: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.source == "folder" and not self.folder:
@@ -228,6 +233,10 @@ class DataSection:
                 raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}")
         if self.num_objects not in (None, 1, 2):
             raise ValueError(f"data.num_objects must be 1, 2 or none, got {self.num_objects}")
+        try:
+            check_phrase_weights(self.caption_weights)
+        except ValueError as err:
+            raise ValueError(f"data.caption_weights: {err}") from None
 
 
 @dataclass
