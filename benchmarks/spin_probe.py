@@ -13,7 +13,8 @@ makes three videos of the clip length:
 * `i2v`: the render's first frame given (phase given, direction not);
 * `continuation`: the render's first `--held` frames given (phase and direction given);
 
-and judges the frames after the held ones (`--held` - 1 onwards, for all three and for the
+(with `--unconditional`, the continuation gets an empty caption and no guidance: does the model
+carry on a motion it sees, whatever "spins" means to it?) and judges the frames after the held ones (`--held` - 1 onwards, for all three and for the
 truth) with the world metrics: `spins` = the fitted orientation changes by >= 60 degrees over
 them, `turned_with_truth` = it also turns the way the truth does, `square_kept` = a square is
 found as a square. Writes JSON (default benchmarks/results/spin_probe.json).
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = probe_parser(__doc__, "spin_probe.py", "--model src/vidiff/assets/world-dit --seeds 3")
     parser.add_argument("--seeds", type=int, default=3, help="scene and sampling seeds per caption")
     parser.add_argument("--held", type=int, default=5, help="leading frames given to the continuation (1 + 2k)")
+    parser.add_argument("--unconditional", action="store_true",
+                        help="continuation with an empty caption and guidance 1 (the held frames alone)")
     args = parser.parse_args(argv)
     model, pipe = load_pipeline(args.model)
     frames = pipe.config.num_frames
@@ -55,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
                 "truth": truth,
                 "t2v": pipe(caption, seed=seed, progress=False).frames,
                 "i2v": pipe(caption, image=truth[0], seed=seed, progress=False).frames,
-                "continuation": pipe(caption, video=truth[: args.held], seed=seed, progress=False).frames,
+                "continuation": pipe("" if args.unconditional else caption, video=truth[: args.held], seed=seed,
+                                     guidance_scale=1.0 if args.unconditional else None, progress=False).frames,
             }
             row = {"caption": caption, "seed": seed}
             for mode, video in videos.items():
@@ -76,7 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     for mode, s in summary.items():
         print(f"{mode:>13}: spins {s['spins']}/{s['videos']}, with the truth's direction {s['turned_with_truth']}, "
               f"square kept {s['square_kept']}/{s['squares']}")
-    write_report(args.json, {"model": model, "settings": {"seeds": args.seeds, "held": args.held, "frames": frames},
+    write_report(args.json, {"model": model, "settings": {"seeds": args.seeds, "held": args.held, "frames": frames,
+                                                            "unconditional": args.unconditional},
                              "summary": summary, "rows": rows}, "spin_probe.py", argv)
 
 
