@@ -1,5 +1,5 @@
 """Shared by the probes of a world model (caption_sensitivity.py, direction_probe.py,
-steer_probe.py): the argument parser, loading the pipeline, writing the JSON report."""
+steer_probe.py, size_probe.py, spin_probe.py): the argument parser, loading the pipeline, writing the JSON report."""
 
 from __future__ import annotations
 

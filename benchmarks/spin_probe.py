@@ -11,10 +11,11 @@ makes three videos of the clip length:
 
 * `t2v`: text only (neither direction nor phase given);
 * `i2v`: the render's first frame given (phase given, direction not);
-* `continuation`: the render's first `--held` frames given (phase and direction given);
+* `continuation`: the render's first `--held` frames given (phase and direction given); with
+  `--unconditional` under an empty caption and no guidance (does the model carry on a motion it
+  sees, whatever "spins" means to it?);
 
-(with `--unconditional`, the continuation gets an empty caption and no guidance: does the model
-carry on a motion it sees, whatever "spins" means to it?) and judges the frames after the held ones (`--held` - 1 onwards, for all three and for the
+and judges the frames after the held ones (`--held` - 1 onwards, for all three and for the
 truth) with the world metrics: `spins` = the fitted orientation changes by >= 60 degrees over
 them, `turned_with_truth` = it also turns the way the truth does, `square_kept` = a square is
 found as a square. Writes JSON (default benchmarks/results/spin_probe.json).
@@ -25,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 from _probe import load_pipeline, probe_parser, write_report
 
+from vidiff.cli.eval_world import read_prompts
 from vidiff.metrics.world import evaluate_video
 from vidiff.world.render import render
 from vidiff.world.scene import scene_from_caption
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model, pipe = load_pipeline(args.model)
     frames = pipe.config.num_frames
-    captions = [line.strip() for line in open(PROMPTS) if line.strip() and not line.startswith("#")]
+    captions = read_prompts(PROMPTS)
     rows = []
     for caption in captions:
         for seed in range(args.seeds):
