@@ -1,13 +1,13 @@
 """What a VAE keeps of each shape: ground-truth renders sent through the VAE alone, judged by the
-world metrics, per shape and size.
+world metrics, per shape, size and background.
 
 No latent model can draw a shape its VAE does not give back, so this is the ceiling of shape
 accuracy for every diffusion model trained on the VAE's latents. Each VAE sees the same renders:
 4 shapes x 6 motions x 2 sizes x `--seeds` scenes (colours and backgrounds rotate). Reports shape
-accuracy per shape and size, the found-shape confusion, the mean four-fold moment |C_4| of the
-found object (0.29 for a true square, 0 for a circle; the tracker's square / circle boundary is
-about 0.15), the reconstruction PSNR and background flicker, and how far apart the encoder puts
-a square and each other shape (`latent_gap`).
+accuracy per shape and size (and per background, `by_background`), the found-shape confusion, the
+mean four-fold moment |C_4| of the found object (0.29 for a true square, 0 for a circle; the
+tracker's square / circle boundary is about 0.15), the reconstruction PSNR and background
+flicker, and how far apart the encoder puts a square and each other shape (`latent_gap`).
 
     python benchmarks/vae_shapes.py --vae src/vidiff/assets/world-dit/vae runs/vae_dec/export
 """
@@ -81,6 +81,7 @@ def latent_gap(vae: CausalVAE3D) -> dict[str, float]:
 def judge(vae: CausalVAE3D, renders: list[tuple[str, np.ndarray]]) -> dict:
     rows, psnr = [], []
     groups = {f"{size} {shape}": {"shape_acc": [], "c4": []} for shape in SHAPES for size in ("small", "large")}
+    by_background: dict[str, list[float]] = {}
     for caption, frames in tqdm(renders, desc="vae", leave=False, disable=None):
         x = frames_to_video_tensor(frames)[None]
         with torch.no_grad():
@@ -91,6 +92,8 @@ def judge(vae: CausalVAE3D, renders: list[tuple[str, np.ndarray]]) -> dict:
         rows.append(evaluate_video(decoded, spec))
         group = groups[f"{spec.objects[0].size} {spec.objects[0].shape}"]
         group["shape_acc"].append(rows[-1]["shape_acc"])
+        by_background.setdefault(f"{spec.objects[0].size} {spec.objects[0].shape} on {spec.background}", []).append(
+            rows[-1]["shape_acc"])
         value = c4_of_found(decoded, spec)
         if value is not None:
             group["c4"].append(value)
@@ -99,7 +102,8 @@ def judge(vae: CausalVAE3D, renders: list[tuple[str, np.ndarray]]) -> dict:
     return {"shape_acc": float(np.mean([r["shape_acc"] for r in rows])), "psnr_median": statistics.median(psnr),
             "background_flicker": float(np.mean([r["background_flicker"] for r in rows])),
             "latent_gap": latent_gap(vae),
-            "by_shape_and_size": by, "shape_confusion": shape_confusion(rows)}
+            "by_shape_and_size": by, "shape_confusion": shape_confusion(rows),
+            "by_background": {key: {"shape_acc": float(np.mean(v)), "count": len(v)} for key, v in sorted(by_background.items())}}
 
 
 def judge_truth(renders: list[tuple[str, np.ndarray]]) -> float:
