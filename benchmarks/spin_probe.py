@@ -18,7 +18,8 @@ makes three videos of the clip length:
 and judges the frames after the held ones (`--held` - 1 onwards, for all three and for the
 truth) with the world metrics: `spins` = the fitted orientation changes by >= 60 degrees over
 them, `turned_with_truth` = it also turns the way the truth does, `square_kept` = a square is
-found as a square. Writes JSON (default benchmarks/results/spin_probe.json).
+found as a square; `spins_by_shape` counts the spins per shape. Writes JSON (default
+benchmarks/results/spin_probe.json).
 """
 
 from __future__ import annotations
@@ -79,12 +80,14 @@ def main(argv: list[str] | None = None) -> None:
                "square_kept": sum(r[mode]["shape"] for r in squares), "videos": len(rows), "squares": len(squares)}
         for mode in MODES
     }
+    by_shape = {shape: {mode: sum(r[mode]["spins"] for r in rows if f" {shape} " in r["caption"]) for mode in MODES}
+                for shape in ("square", "triangle", "diamond")}
     for mode, s in summary.items():
         print(f"{mode:>13}: spins {s['spins']}/{s['videos']}, with the truth's direction {s['turned_with_truth']}, "
               f"square kept {s['square_kept']}/{s['squares']}")
     write_report(args.json, {"model": model, "settings": {"seeds": args.seeds, "held": args.held, "frames": frames,
                                                             "unconditional": args.unconditional},
-                             "summary": summary, "rows": rows}, "spin_probe.py", argv)
+                             "summary": summary, "spins_by_shape": by_shape, "rows": rows}, "spin_probe.py", argv)
 
 
 if __name__ == "__main__":
