@@ -18,11 +18,16 @@ makes three videos of the clip length:
 and judges the frames after the held ones (`--held` - 1 onwards, for all three and for the
 truth) with the world metrics: `spins` = the fitted orientation changes by >= 60 degrees over
 them, `turned_with_truth` = it also turns the way the truth does, `square_kept` = a square is
-found as a square; `spins_by_shape` counts the spins per shape. Writes JSON (default
+found as a square, `rotation_ratio` = its turn over the truth's (1: the spin carried on exactly,
+negative: reversed); `spins_by_shape` counts the spins per shape. `--speed S` renders the truth
+spinning S times as fast as the world samples it (S = 0.5: 19-38 degrees per latent frame, below
+half of a square's period; outside the training distribution, so best with `--unconditional`). Writes JSON (default
 benchmarks/results/spin_probe.json).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 from _probe import load_pipeline, probe_parser, write_report
@@ -43,12 +48,18 @@ def judge(frames: np.ndarray, caption: str) -> dict:
             "rotation_deg": float(obj.get("rotation_deg") or 0.0), "shape": bool(obj.get("shape", False))}
 
 
+def scaled_spin(scene, speed: float):
+    """`scene` with every object's angular velocity multiplied by `speed`."""
+    return dataclasses.replace(scene, objects=tuple(dataclasses.replace(o, spin=o.spin * speed) for o in scene.objects))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = probe_parser(__doc__, "spin_probe.py", "--model src/vidiff/assets/world-dit --seeds 3")
     parser.add_argument("--seeds", type=int, default=3, help="scene and sampling seeds per caption")
     parser.add_argument("--held", type=int, default=5, help="leading frames given to the continuation (1 + 2k)")
     parser.add_argument("--unconditional", action="store_true",
                         help="continuation with an empty caption and guidance 1 (the held frames alone)")
+    parser.add_argument("--speed", type=float, default=1.0, help="the truth's spin rate over the world's (default 1)")
     args = parser.parse_args(argv)
     model, pipe = load_pipeline(args.model)
     frames = pipe.config.num_frames
@@ -56,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for caption in captions:
         for seed in range(args.seeds):
-            truth, _ = render(scene_from_caption(caption, seed=seed), size=pipe.config.height, frames=frames)
+            scene = scaled_spin(scene_from_caption(caption, seed=seed), args.speed)
+            truth, _ = render(scene, size=pipe.config.height, frames=frames)
             videos = {
                 "truth": truth,
                 "t2v": pipe(caption, seed=seed, progress=False).frames,
@@ -72,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
                 r = row[mode]
                 r["spins"] = r["found_motion"] == "spins"
                 r["turned_with_truth"] = bool(r["spins"] and np.sign(r["rotation_deg"]) == sign)
+                r["rotation_ratio"] = r["rotation_deg"] / row["truth"]["rotation_deg"]
             rows.append(row)
             print(caption, seed, {m: (row[m]["found_shape"], round(row[m]["rotation_deg"])) for m in MODES}, flush=True)
     squares = [r for r in rows if " square " in r["caption"]]
@@ -82,12 +95,16 @@ def main(argv: list[str] | None = None) -> None:
     }
     by_shape = {shape: {mode: sum(r[mode]["spins"] for r in rows if f" {shape} " in r["caption"]) for mode in MODES}
                 for shape in ("square", "triangle", "diamond")}
+    ratio_by_shape = {shape: {mode: float(np.median([r[mode]["rotation_ratio"] for r in rows if f" {shape} " in r["caption"]]))
+                              for mode in MODES[1:]} for shape in ("square", "triangle", "diamond")}
     for mode, s in summary.items():
         print(f"{mode:>13}: spins {s['spins']}/{s['videos']}, with the truth's direction {s['turned_with_truth']}, "
               f"square kept {s['square_kept']}/{s['squares']}")
+    print("median turn over the truth's:", {shape: {m: round(v, 2) for m, v in d.items()} for shape, d in ratio_by_shape.items()})
     write_report(args.json, {"model": model, "settings": {"seeds": args.seeds, "held": args.held, "frames": frames,
-                                                            "unconditional": args.unconditional},
-                             "summary": summary, "spins_by_shape": by_shape, "rows": rows}, "spin_probe.py", argv)
+                                                            "unconditional": args.unconditional, "speed": args.speed},
+                             "summary": summary, "spins_by_shape": by_shape, "rotation_ratio_by_shape": ratio_by_shape,
+                             "rows": rows}, "spin_probe.py", argv)
 
 
 if __name__ == "__main__":
