@@ -18,11 +18,10 @@ import dataclasses
 import itertools
 import sys
 
-import torch
 from tqdm.auto import tqdm
 
 from vidiff.data.latent_cache import build_latent_cache
-from vidiff.train.diffusion_task import latent_cache_key
+from vidiff.train.diffusion_task import cache_encoder, latent_cache_key
 from vidiff.train.recipe import load_recipe
 from vidiff.train.tasks import load_run_vae
 from vidiff.world import WorldDataset
@@ -45,8 +44,8 @@ def spinning_samples(cfg, clips: int, speed: float, upright: bool = False, batch
     d = cfg.data
     world = WorldDataset(frames=d.frames, size=d.size, fps=d.fps, split=d.split, seed=d.seed,
                          num_objects=d.num_objects)
-    scenes = ((i, world.scene(i)) for i in itertools.count())
-    picked = itertools.islice(((i, s) for i, s in scenes if any(o.motion == "spins" for o in s.objects)), clips)
+    stream = ((i, world.scene(i)) for i in itertools.count())
+    picked = itertools.islice(((i, s) for i, s in stream if any(o.motion == "spins" for o in s.objects)), clips)
     while chunk := list(itertools.islice(picked, batch)):
         scenes = [scaled_spin(upright_start(s) if upright else s, speed) for _, s in chunk]
         video, _ = render_batch(scenes, size=d.size, frames=d.frames, fps=d.fps, with_truth=False)
@@ -71,13 +70,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"need --speed > 0 and --clips >= 1; got {args.speed}, {args.clips}")
     cfg = load_recipe(args.recipe, [*args.overrides, f"data.cache_dir={args.out}"])
     vae = load_run_vae(cfg).eval()
-
-    def encode(video: torch.Tensor) -> torch.Tensor:
-        return vae.normalize(vae.encode(video).mode())
-
-    samples = tqdm(spinning_samples(cfg, args.clips, args.speed, args.upright), total=args.clips, desc=f"spin cache {args.out}",
-                   file=sys.stderr)
-    root = build_latent_cache(samples, encode, args.out, encoder_key=latent_cache_key(cfg, vae),
+    samples = tqdm(spinning_samples(cfg, args.clips, args.speed, args.upright), total=args.clips,
+                   desc=f"spin cache {args.out}", file=sys.stderr)
+    root = build_latent_cache(samples, cache_encoder(vae), args.out, encoder_key=latent_cache_key(cfg, vae),
                               batch_size=cfg.data.cache_batch_size, shard_size=1024)
     start = "upright" if args.upright else "at random angles"
     print(f"{args.clips} spinning clips at {args.speed:g}x the world's spin rate, started {start} -> {root}")

@@ -21,8 +21,8 @@ them, `turned_with_truth` = it also turns the way the truth does, `square_kept` 
 found as a square, `rotation_ratio` = its turn over the truth's (1: the spin carried on exactly,
 negative: reversed); `spins_by_shape` counts the spins per shape. `--speed S` renders the truth
 spinning S times as fast as the world samples it (S = 0.5: 19-38 degrees per latent frame, below
-half of a square's period; outside the training distribution, so best with `--unconditional`). Writes JSON (default
-benchmarks/results/spin_probe.json).
+half of a square's period; outside the training distribution, so best with `--unconditional`).
+Writes JSON (default benchmarks/results/spin_probe.json).
 """
 
 from __future__ import annotations
@@ -93,10 +93,10 @@ def main(argv: list[str] | None = None) -> None:
                "square_kept": sum(r[mode]["shape"] for r in squares), "videos": len(rows), "squares": len(squares)}
         for mode in MODES
     }
-    by_shape = {shape: {mode: sum(r[mode]["spins"] for r in rows if f" {shape} " in r["caption"]) for mode in MODES}
-                for shape in ("square", "triangle", "diamond")}
-    ratio_by_shape = {shape: {mode: float(np.median([r[mode]["rotation_ratio"] for r in rows if f" {shape} " in r["caption"]]))
-                              for mode in MODES[1:]} for shape in ("square", "triangle", "diamond")}
+    of_shape = {shape: [r for r in rows if f" {shape} " in r["caption"]] for shape in ("square", "triangle", "diamond")}
+    by_shape = {shape: {mode: sum(r[mode]["spins"] for r in shaped) for mode in MODES} for shape, shaped in of_shape.items()}
+    ratio_by_shape = {shape: {mode: float(np.median([r[mode]["rotation_ratio"] for r in shaped])) for mode in MODES[1:]}
+                      for shape, shaped in of_shape.items()}
     for mode, s in summary.items():
         print(f"{mode:>13}: spins {s['spins']}/{s['videos']}, with the truth's direction {s['turned_with_truth']}, "
               f"square kept {s['square_kept']}/{s['squares']}")

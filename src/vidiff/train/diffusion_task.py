@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -50,6 +50,7 @@ from vidiff.train.recipe import DiffusionSection, RunConfig, denoiser_config
 __all__ = [
     "DiffusionModel", "build_text_encoder", "build_denoiser", "build_diffusion_model", "uses_concat",
     "make_schedule", "sample_training_times", "make_diffusion_loss", "latent_cache_dir", "latent_cache_key",
+    "cache_encoder",
     "cache_samples", "ensure_latent_cache", "diffusion_data", "scheduler_config", "pipeline_config",
     "make_pipeline", "make_diffusion_validate", "export_pipeline",
 ]
@@ -313,6 +314,12 @@ def latent_cache_key(cfg: RunConfig, vae: nn.Module) -> str:
     return encoder_fingerprint({"vae": vae.config.to_dict(), "clips": clips, "latents": "normalised posterior mode"}, vae)
 
 
+def cache_encoder(vae: nn.Module) -> Callable[[Tensor], Tensor]:
+    """What a latent cache stores of a video batch: the VAE posterior's mode, normalised
+    (`latent_cache_key` names this)."""
+    return lambda video: vae.normalize(vae.encode(video).mode())
+
+
 def cache_samples(cfg: RunConfig):
     """The clips a cache holds: {"video": [3, F, H, W], "caption", "name"}, `data.cache_clips` of them."""
     d = cfg.data
@@ -344,14 +351,10 @@ def ensure_latent_cache(cfg: RunConfig, vae: nn.Module, out_dir: str | Path, *, 
     key = latent_cache_key(cfg, vae)
     if is_main:
         vae = vae.to(device).eval()
-
-        def encode(video: Tensor) -> Tensor:
-            return vae.normalize(vae.encode(video).mode())
-
         samples = cache_samples(cfg)
         if progress:
             samples = _progress(samples, cfg.data.cache_clips, f"latent cache {root}")
-        build_latent_cache(samples, encode, root, encoder_key=key, batch_size=cfg.data.cache_batch_size,
+        build_latent_cache(samples, cache_encoder(vae), root, encoder_key=key, batch_size=cfg.data.cache_batch_size,
                            shard_size=1024, device=device)
         vae.cpu()
     barrier()
