@@ -3,6 +3,7 @@ import torch
 
 from vidiff.models.conditioning import Conditioning
 from vidiff.models.dit import DiTConfig, VideoDiT
+from vidiff.models.growth import expand_depth, zero_residual_branches
 
 
 def tiny(attention="full", **kw) -> VideoDiT:
@@ -188,3 +189,53 @@ def test_bf16_autocast_forward_backward_close_to_fp32(mode):
     assert ((out.float() - ref).norm() / ref.norm()) < 3e-2
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all(), name
+
+
+# -- depth growth (vidiff.models.growth) ------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["full", "factorized", "causal"])
+def test_expanded_model_computes_exactly_the_source(mode):
+    source = tiny(mode)
+    before = {k: v.clone() for k, v in source.state_dict().items()}
+    grown = expand_depth(source, 6)
+    assert grown.config.num_layers == 6 and len(grown.blocks) == 6 and source.config.num_layers == 2
+    x, t, cond = inputs()
+    t_frames = torch.rand(x.shape[0], x.shape[2], dtype=torch.float64)  # per-frame modulation too
+    with torch.no_grad():
+        for tt in (t, t_frames):
+            assert torch.equal(grown(x, tt, cond), source(x, tt, cond))
+    # block 3k is source block k; the source is left as it was
+    assert all(torch.equal(a, b) for a, b in zip(grown.blocks[3].parameters(), source.blocks[1].parameters()))
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in before.items())
+
+
+def test_identity_copies_learn():
+    """The zeroed projections get a gradient, and one SGD step makes the copies act."""
+    source = tiny("full")
+    grown = expand_depth(source, 4)
+    x, t, cond = inputs()
+    grown(x, t, cond).square().mean().backward()
+    for block in grown.blocks[1::2]:
+        for linear in (block.self_attn.to_out, block.cross_attn.to_out, block.ffn.fc2):
+            assert linear.weight.grad.abs().max() > 0
+    with torch.no_grad():
+        for p in grown.parameters():
+            p -= 0.1 * p.grad
+        assert not torch.allclose(grown(x, t, cond), source(x, t, cond))
+
+
+def test_zeroed_block_is_the_identity():
+    block = tiny("factorized").blocks[0]
+    zero_residual_branches(block)
+    x, _, cond = inputs()
+    model = tiny("factorized")
+    tokens, grid = model.patch_embed(x)
+    mod = torch.randn(x.shape[0], 1, 9, 24, dtype=torch.float64)
+    with torch.no_grad():
+        out = block(tokens, mod, grid, model.positions(grid, x.device), model.text_proj(cond.text))
+    assert torch.equal(out, tokens)
+
+
+@pytest.mark.parametrize("layers", [1, 3, 5])
+def test_expand_depth_needs_a_multiple(layers):
+    with pytest.raises(ValueError, match="multiple of the source's 2 blocks"):
+        expand_depth(tiny(), layers)

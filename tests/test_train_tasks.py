@@ -510,3 +510,30 @@ def test_model_init_starts_from_an_exported_pipelines_weights(tmp_path):
         build_diffusion_model(load_recipe(None, _TINY + ["model.dit.num_layers=2", f"model.init={tmp_path}"]), z_dim=4)
     with pytest.raises(ConfigError, match="not a pipeline folder"):
         build_diffusion_model(load_recipe(None, _TINY + [f"model.init={tmp_path / 'nowhere'}"]), z_dim=4)
+
+
+def test_model_init_expand_depth_starts_deeper_with_the_same_function(tmp_path):
+    from vidiff.models.conditioning import Conditioning
+
+    def export(model, folder):
+        save_model(str(folder / "transformer"), model.denoiser, model.denoiser.config.to_dict(), "VideoDiT")
+        model.text_encoder.save_pretrained(str(folder / "text_encoder"))
+
+    source = build_diffusion_model(load_recipe(None, _TINY), z_dim=4)
+    with torch.no_grad():
+        source.denoiser.proj_out.weight.normal_()  # a fresh head predicts 0 whatever the blocks do
+    export(source, tmp_path / "one")
+    grow = [f"model.init={tmp_path / 'one'}", "model.init_expand_depth=true"]
+    grown = build_diffusion_model(load_recipe(None, _TINY + grow + ["model.dit.num_layers=3"]), z_dim=4)
+    assert len(grown.denoiser.blocks) == 3
+    x, t, text = torch.randn(2, 4, 3, 4, 4), torch.rand(2), torch.randn(2, 5, 16)
+    with torch.no_grad():
+        out = grown.denoiser(x, t, Conditioning(text=text))
+        assert out.abs().max() > 0 and torch.equal(out, source.denoiser(x, t, Conditioning(text=text)))
+    two = build_diffusion_model(load_recipe(None, _TINY + ["model.dit.num_layers=2"]), z_dim=4)
+    export(two, tmp_path / "two")
+    with pytest.raises(ConfigError, match="multiple of the source's 2 blocks"):
+        build_diffusion_model(load_recipe(None, _TINY + [f"model.init={tmp_path / 'two'}", "model.init_expand_depth=true",
+                                                         "model.dit.num_layers=3"]), z_dim=4)
+    with pytest.raises(ConfigError, match="needs model.init"):
+        load_recipe(None, _TINY + ["model.init_expand_depth=true"])

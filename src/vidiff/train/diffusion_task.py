@@ -139,9 +139,14 @@ def build_denoiser(cfg: RunConfig, z_dim: int, text_dim: int) -> nn.Module:
     return UNet3D(config)
 
 
-def init_from_pipeline(denoiser: nn.Module, text_encoder: nn.Module, directory: str) -> None:
+def init_from_pipeline(denoiser: nn.Module, text_encoder: nn.Module, directory: str,
+                       expand_depth: bool = False) -> None:
     """Copy an exported pipeline's denoiser and text-encoder weights into freshly built modules
-    (`[model] init`); the folder's configs must equal the recipe's, else ConfigError names them."""
+    (`[model] init`); the folder's configs must equal the recipe's, else ConfigError names them.
+    With `expand_depth` the recipe's DiT may have k times the folder's blocks: the folder's
+    transformer is grown first (`vidiff.models.growth.expand_depth`, the same function)."""
+    from vidiff.models.dit import VideoDiT
+    from vidiff.models.growth import expand_depth as grow
     from vidiff.models.text import BuiltinTextEncoder
     from vidiff.pipelines.pipeline import load_denoiser
 
@@ -151,6 +156,11 @@ def init_from_pipeline(denoiser: nn.Module, text_encoder: nn.Module, directory: 
              (BuiltinTextEncoder.from_pretrained(str(Path(directory, "text_encoder"))), text_encoder, "text_encoder"))
     for source, target, name in pairs:
         differ = changed_keys(source.config.to_dict(), target.config.to_dict())
+        if expand_depth and name == "transformer" and differ == ["num_layers"] and isinstance(source, VideoDiT):
+            try:
+                source, differ = grow(source, target.config.num_layers), []
+            except ValueError as err:
+                raise ConfigError(f"model.init {directory}/{name}: {err}") from None
         if type(source) is not type(target) or differ:
             raise ConfigError(f"model.init {directory}/{name}: its config differs from the recipe's in "
                               f"{', '.join(differ) or 'class'} ({type(source).__name__} vs {type(target).__name__})")
@@ -163,7 +173,7 @@ def build_diffusion_model(cfg: RunConfig, z_dim: int, load_init: bool = True) ->
     text = build_text_encoder(cfg)
     denoiser = build_denoiser(cfg, z_dim, text.dim)
     if cfg.model.init and load_init:
-        init_from_pipeline(denoiser, text, cfg.model.init)
+        init_from_pipeline(denoiser, text, cfg.model.init, cfg.model.init_expand_depth)
     word_head = None
     if cfg.diffusion.word_loss_weight > 0:
         from vidiff.models.text import BuiltinTextEncoder, WordRecoveryHead

@@ -80,15 +80,21 @@ class ModelSection:
 
     init: an exported pipeline folder (e.g. the shipped `src/vidiff/assets/world-dit`) whose
     denoiser and text-encoder weights the run starts from, to continue training a shipped model
-    with a fresh optimizer; its configs must equal the recipe's."""
+    with a fresh optimizer; its configs must equal the recipe's.
+    init_expand_depth: let a DiT recipe have k times as many blocks as `init`'s transformer (its
+    only difference): each block is followed by k - 1 copies that start as the identity
+    (`vidiff.models.growth.expand_depth`), so training starts from the same function, deeper."""
 
     kind: Literal["dit", "unet"] = "dit"
     dit: dict[str, Any] = field(default_factory=dict)
     unet: dict[str, Any] = field(default_factory=dict)
     text: TextSection = field(default_factory=TextSection)
     init: str | None = None
+    init_expand_depth: bool = False
 
     def __post_init__(self) -> None:
+        if self.init_expand_depth and (not self.init or self.kind != "dit"):
+            raise ValueError("model.init_expand_depth = true needs model.init (a pipeline folder) and kind = \"dit\"")
         table = self.dit if self.kind == "dit" else self.unet
         z_dim = int(table.get("out_channels") or table.get("in_channels") or 8)
         try:
