@@ -15,7 +15,7 @@ A lent accelerator comes for minutes, not hours, so this script spends them in o
 Every step is a plain `vidiff train` command, printed before it runs, so a run can be repeated
 or resumed by hand (`--resume`). Example (the session-11 runs on an H200; a CPU rehearsal last):
 
-    python scripts/device_train.py --out runs/device --budget 380 --total 540 --clips 65536 --batch 256
+    python scripts/device_train.py --out runs/device --variants ft,big --budget 380 --total 540 --clips 65536 --batch 256
     python scripts/device_train.py --out runs/device --variants pf --total 270 --clips 32768 --batch 512
     python scripts/device_train.py --out /tmp/rehearsal --device cpu --budget 20 --clips 256 \\
         --batch 8 --calib-steps 10 --cache-workers 2 --loader-workers 0
@@ -45,6 +45,10 @@ VIDEO, PER_FRAME = "configs/world_dit.toml", "configs/world_per_frame.toml"
 VARIANTS = {  # name: (recipe, overrides)
     # The shipped model trained on, on 8x more clips with a 16x larger batch and a fresh cosine.
     "ft": (VIDEO, [f"model.init={SHIPPED}", "train.lr=3e-4", "train.warmup_steps=300", "train.min_lr_ratio=0.05"]),
+    # The shipped model grown to 12 blocks (7.9 M parameters; each block followed by an identity copy,
+    # model.init_expand_depth), trained on as "ft": a larger DiT that starts where the shipped one is.
+    "deep": (VIDEO, [f"model.init={SHIPPED}", "model.init_expand_depth=true", "model.dit.num_layers=12",
+                     "train.lr=3e-4", "train.warmup_steps=300", "train.min_lr_ratio=0.05"]),
     # A 2x wider-and-deeper DiT (9.1 M parameters) from scratch with the same terms.
     "big": (VIDEO, ["model.dit.dim=256", "model.dit.num_layers=8", "model.dit.num_heads=8", "model.dit.ffn_dim=1024",
                     "train.lr=8e-4", "train.warmup_steps=500", "train.min_lr_ratio=0.05"]),
@@ -136,7 +140,7 @@ def main() -> int:
     p.add_argument("--clips", type=int, default=65536, help="world clips in the latent cache")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--device", default="cuda")
-    p.add_argument("--variants", default="ft,big", help=f"comma-separated, of {', '.join(VARIANTS)}")
+    p.add_argument("--variants", default="ft,deep", help=f"comma-separated, of {', '.join(VARIANTS)}")
     p.add_argument("--calib-steps", type=int, default=150)
     p.add_argument("--cache-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     p.add_argument("--loader-workers", type=int, default=4)
