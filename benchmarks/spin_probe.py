@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
                 r["spins"] = r["found_motion"] == "spins"
                 r["turned_with_truth"] = bool(r["spins"] and np.sign(r["rotation_deg"]) == sign)
                 # a truth that did not turn (a spin too slow to measure) has no ratio
-                r["rotation_ratio"] = r["rotation_deg"] / truth_turn if truth_turn else float("nan")
+                r["rotation_ratio"] = r["rotation_deg"] / truth_turn if truth_turn else None
             rows.append(row)
             print(caption, seed, {m: (row[m]["found_shape"], round(row[m]["rotation_deg"])) for m in MODES}, flush=True)
     squares = [r for r in rows if " square " in r["caption"]]
@@ -97,8 +97,12 @@ def main(argv: list[str] | None = None) -> None:
     }
     of_shape = {shape: [r for r in rows if f" {shape} " in r["caption"]] for shape in ("square", "triangle", "diamond")}
     by_shape = {shape: {mode: sum(r[mode]["spins"] for r in shaped) for mode in MODES} for shape, shaped in of_shape.items()}
-    ratio_by_shape = {shape: {mode: float(np.nanmedian([r[mode]["rotation_ratio"] for r in shaped])) for mode in MODES[1:]}
-                      for shape, shaped in of_shape.items()}
+
+    def median_ratio(rows_, mode):
+        ratios = [r[mode]["rotation_ratio"] for r in rows_ if r[mode]["rotation_ratio"] is not None]
+        return float(np.median(ratios)) if ratios else None
+
+    ratio_by_shape = {shape: {mode: median_ratio(shaped, mode) for mode in MODES[1:]} for shape, shaped in of_shape.items()}
     for mode, s in summary.items():
         print(f"{mode:>13}: spins {s['spins']}/{s['videos']}, with the truth's direction {s['turned_with_truth']}, "
               f"square kept {s['square_kept']}/{s['squares']}")

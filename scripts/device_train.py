@@ -45,7 +45,7 @@ VIDEO, PER_FRAME = "configs/world_dit.toml", "configs/world_per_frame.toml"
 VARIANTS = {  # name: (recipe, overrides)
     # The shipped model trained on, on 8x more clips with a 16x larger batch and a fresh cosine.
     "ft": (VIDEO, [f"model.init={SHIPPED}", "train.lr=3e-4", "train.warmup_steps=300", "train.min_lr_ratio=0.05"]),
-    # The shipped model grown to 12 blocks (7.9 M parameters; each block followed by an identity copy,
+    # The shipped model grown to 12 blocks (8.0 M parameters; each block followed by an identity copy,
     # model.init_expand_depth), trained on as "ft": a larger DiT that starts where the shipped one is.
     "deep": (VIDEO, [f"model.init={SHIPPED}", "model.init_expand_depth=true", "model.dit.num_layers=12",
                      "train.lr=3e-4", "train.warmup_steps=300", "train.min_lr_ratio=0.05"]),

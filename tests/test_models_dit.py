@@ -192,7 +192,7 @@ def test_bf16_autocast_forward_backward_close_to_fp32(mode):
 
 
 # -- depth growth (vidiff.models.growth) ------------------------------------------------------------
-@pytest.mark.parametrize("mode", ["full", "factorized", "causal"])
+@pytest.mark.parametrize("mode", ["full", "factorized", "causal", "spatial"])
 def test_expanded_model_computes_exactly_the_source(mode):
     source = tiny(mode)
     before = {k: v.clone() for k, v in source.state_dict().items()}
@@ -217,10 +217,20 @@ def test_identity_copies_learn():
     for block in grown.blocks[1::2]:
         for linear in (block.self_attn.to_out, block.cross_attn.to_out, block.ffn.fc2):
             assert linear.weight.grad.abs().max() > 0
-    with torch.no_grad():
-        for p in grown.parameters():
-            p -= 0.1 * p.grad
+    with torch.no_grad():  # a step on the copies alone: the source's blocks in the grown model stay put
+        for block in grown.blocks[1::2]:
+            for p in block.parameters():
+                p -= 0.1 * p.grad
         assert not torch.allclose(grown(x, t, cond), source(x, t, cond))
+
+
+def test_expanded_model_with_image_tokens_computes_exactly_the_source():
+    """Cross-attention adds its image-token attention before `to_out`; zeroing it silences both."""
+    source = tiny(image_dim=6)
+    x, t, cond = inputs()
+    cond.image_tokens = torch.randn(x.shape[0], 3, 6, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(expand_depth(source, 4)(x, t, cond), source(x, t, cond))
 
 
 def test_zeroed_block_is_the_identity():

@@ -526,6 +526,8 @@ def test_model_init_expand_depth_starts_deeper_with_the_same_function(tmp_path):
     grow = [f"model.init={tmp_path / 'one'}", "model.init_expand_depth=true"]
     grown = build_diffusion_model(load_recipe(None, _TINY + grow + ["model.dit.num_layers=3"]), z_dim=4)
     assert len(grown.denoiser.blocks) == 3
+    assert all(torch.equal(a, b) for a, b in zip(grown.text_encoder.state_dict().values(),
+                                                 source.text_encoder.state_dict().values()))
     x, t, text = torch.randn(2, 4, 3, 4, 4), torch.rand(2), torch.randn(2, 5, 16)
     with torch.no_grad():
         out = grown.denoiser(x, t, Conditioning(text=text))
@@ -537,3 +539,10 @@ def test_model_init_expand_depth_starts_deeper_with_the_same_function(tmp_path):
                                                          "model.dit.num_layers=3"]), z_dim=4)
     with pytest.raises(ConfigError, match="needs model.init"):
         load_recipe(None, _TINY + ["model.init_expand_depth=true"])
+
+
+def test_word_head_does_not_depend_on_the_denoisers_size():
+    """Runs that differ only in depth must start from the same word-loss head."""
+    heads = [build_diffusion_model(load_recipe(None, _TINY + [f"model.dit.num_layers={n}", "diffusion.word_loss_weight=0.05"]),
+                                   z_dim=4).word_head.state_dict() for n in (1, 2)]
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])

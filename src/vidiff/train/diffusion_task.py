@@ -181,7 +181,11 @@ def build_diffusion_model(cfg: RunConfig, z_dim: int, load_init: bool = True) ->
         if not isinstance(text, BuiltinTextEncoder) or not cfg.model.text.train:
             raise ConfigError("diffusion.word_loss_weight > 0 needs the built-in text encoder trained jointly "
                               "(model.text.train = true)")
-        word_head = WordRecoveryHead(text.tokenizer.vocab_size, text.dim)
+        # Drawn from its own seed, not from whatever the denoiser's build left of the global RNG:
+        # otherwise two runs that differ only in depth would also start with different word heads.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.train.seed)
+            word_head = WordRecoveryHead(text.tokenizer.vocab_size, text.dim)
     return DiffusionModel(denoiser, text, train_text=cfg.model.text.train, word_head=word_head)
 
 

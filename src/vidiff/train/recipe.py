@@ -94,7 +94,8 @@ class ModelSection:
 
     def __post_init__(self) -> None:
         if self.init_expand_depth and (not self.init or self.kind != "dit"):
-            raise ValueError("model.init_expand_depth = true needs model.init (a pipeline folder) and kind = \"dit\"")
+            raise ValueError(f"model.init_expand_depth = true needs model.init (a pipeline folder) and kind = \"dit\", "
+                             f"got init = {self.init!r}, kind = {self.kind!r}")
         table = self.dit if self.kind == "dit" else self.unet
         z_dim = int(table.get("out_channels") or table.get("in_channels") or 8)
         try:
