@@ -54,8 +54,8 @@ def expand_depth(source: VideoDiT, num_layers: int) -> VideoDiT:
     grown = copy.deepcopy(source)
     grown.config = DiTConfig.from_dict({**source.config.to_dict(), "num_layers": num_layers})
     blocks = []
-    for block in source.blocks:
-        blocks.append(copy.deepcopy(block))
+    for block in grown.blocks:
+        blocks.append(block)
         blocks.extend(zero_residual_branches(copy.deepcopy(block)) for _ in range(k - 1))
     grown.blocks = torch.nn.ModuleList(blocks)
     return grown

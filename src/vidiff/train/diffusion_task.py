@@ -145,7 +145,6 @@ def init_from_pipeline(denoiser: nn.Module, text_encoder: nn.Module, directory: 
     (`[model] init`); the folder's configs must equal the recipe's, else ConfigError names them.
     With `expand_depth` the recipe's DiT may have k times the folder's blocks: the folder's
     transformer is grown first (`vidiff.models.growth.expand_depth`, the same function)."""
-    from vidiff.models.dit import VideoDiT
     from vidiff.models.growth import expand_depth as grow
     from vidiff.models.text import BuiltinTextEncoder
     from vidiff.pipelines.pipeline import load_denoiser
@@ -156,7 +155,7 @@ def init_from_pipeline(denoiser: nn.Module, text_encoder: nn.Module, directory: 
              (BuiltinTextEncoder.from_pretrained(str(Path(directory, "text_encoder"))), text_encoder, "text_encoder"))
     for source, target, name in pairs:
         differ = changed_keys(source.config.to_dict(), target.config.to_dict())
-        if expand_depth and name == "transformer" and differ == ["num_layers"] and isinstance(source, VideoDiT):
+        if expand_depth and name == "transformer" and differ == ["num_layers"]:
             try:
                 source, differ = grow(source, target.config.num_layers), []
             except ValueError as err:
