@@ -436,7 +436,7 @@ def test_cli_long_arguments_split_prompts_evenly_and_report_bad_values(pipe):
     import argparse
 
     from vidiff.cli import CLIError
-    from vidiff.cli.generate_long import add_long_arguments, run_long, wants_long
+    from vidiff.cli.generate_long import add_long_arguments, long_num_frames, run_long, wants_long
 
     parser = argparse.ArgumentParser()
     parser.add_argument("prompt")
@@ -445,9 +445,31 @@ def test_cli_long_arguments_split_prompts_evenly_and_report_bad_values(pipe):
     add_long_arguments(parser)
     args = parser.parse_args([A, "--frames", "33", "--then", B, "--window", "5", "--overlap", "2"])
     assert wants_long(args, pipe) and not wants_long(parser.parse_args([A, "--frames", "9"]), pipe)
-    out = run_long(args, pipe)
-    assert out.frames.shape == (33, 16, 16, 3)
+    assert long_num_frames(args, pipe) == 33
+    assert long_num_frames(parser.parse_args([A, "--then", B]), pipe) == 1 + 2 * (pipe.config.num_frames - 1)
+    chunks = list(run_long(args, pipe))
+    # what the CLI streams to the file is generate_long's video, window by window
+    whole = generate_long(pipe, prompts=[A, B], num_frames=33, window=5, overlap=2)
+    assert [c.start for c in chunks] == [0, *whole.boundaries]
+    assert np.array_equal(np.concatenate([c.frames for c in chunks]), whole.frames)
     # 17 latents, starts 0,3,6,9,12 add frames [0,9) [9,15) [15,21) [21,27) [27,33); switch at 16
-    assert [w.prompt for w in out.windows] == [A, A, B, B, B]
+    assert [c.info.prompt for c in chunks] == [A, A, B, B, B]
     with pytest.raises(CLIError, match="overlap"):
-        run_long(parser.parse_args([A, "--frames", "33", "--window", "5", "--overlap", "5"]), pipe)
+        list(run_long(parser.parse_args([A, "--frames", "33", "--window", "5", "--overlap", "5"]), pipe))
+
+
+def test_cli_writes_long_videos_window_by_window_and_keeps_the_old_file_on_error(pipe, tmp_path):
+    from vidiff.cli import main
+    from vidiff.video import probe_video
+
+    model = tmp_path / "model"
+    pipe.save_pretrained(model)
+    out = tmp_path / "long.mp4"
+    args = ["generate", A, "--model", str(model), "--frames", "33", "--then", B, "--window", "5", "--out", str(out)]
+    assert main(args) == 0
+    assert probe_video(out).num_frames == 33
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4", "long_sheet.png", "model"]
+    before = out.read_bytes()
+    assert main([*args, "--overlap", "5"]) == 2  # fails when the first window is planned
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4", "long_sheet.png", "model"]

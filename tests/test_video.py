@@ -283,6 +283,20 @@ def test_contact_sheet_rows_of_videos_with_labels():
     np.testing.assert_array_equal(short, np.concatenate([b[0], b[3], b[6]], axis=1))
 
 
+@pytest.mark.parametrize("frames", [1, 17, 64, 65, 129, 1025, 5000])
+def test_sheet_frame_indices_evenly_spaced_within_the_tile_budget(frames):
+    from vidiff.contact_sheet import sheet_frame_indices
+
+    picks = sheet_frame_indices(frames)
+    steps = set(np.diff(picks).tolist()) or {1}
+    assert len(steps) == 1 and len(picks) <= 64  # evenly spaced, within the budget
+    assert picks[0] == 0 and frames - 1 - picks[-1] < steps.pop()  # the whole video is covered
+    if frames <= 64:
+        assert picks == list(range(frames))
+    with pytest.raises(ValueError, match="num_frames >= 1"):
+        sheet_frame_indices(0)
+
+
 def test_contact_sheet_rejects_mismatched_sizes_and_label_counts():
     with pytest.raises(ValueError, match="video 1"):
         V.contact_sheet([smooth_clip(2, 8, 8), smooth_clip(2, 8, 10)])
@@ -449,6 +463,111 @@ def test_gif_write_failure_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(Image.Image, "save", broken_save)
     with pytest.raises(V.VideoWriteError, match="anim.gif.*disk full"):
         V.write_video(tmp_path / "anim.gif", few_colour_clip())
+    assert listing(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# VideoWriter: chunk by chunk
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["chunks.mp4", "chunks.gif", "chunks"])
+def test_video_writer_chunks_equal_one_write(tmp_path, name):
+    """Chunks of 5, 1 and 10 frames give the same video as one write_video call (H.264 is encoded
+    as the chunks come, with running timestamps; GIF and PNG frames are kept for the end). H.264 at
+    crf 0 is lossless in yuv420p, so the decoded frames must match exactly whatever the encoder's
+    (thread-timing dependent) choices were."""
+    clip = smooth_clip(frames=16, height=32, width=48) if name != "chunks.gif" else few_colour_clip(frames=16)
+    whole, chunked = tmp_path / "whole", tmp_path / "chunked"
+    whole.mkdir(), chunked.mkdir()
+    V.write_video(whole / name, clip, fps=8.0, crf=0)
+    with V.VideoWriter(chunked / name, fps=8.0, crf=0) as writer:
+        for a, b in ((0, 5), (5, 6), (6, 16)):
+            writer.write(clip[a:b])
+            assert writer.frames_written == b
+    assert writer.path.rstrip("/") == str(chunked / name)
+    if name == "chunks":
+        assert np.array_equal(V.read_frames_png(chunked / name), clip)
+    else:
+        assert np.array_equal(V.read_video(chunked / name), V.read_video(whole / name))
+        assert np.array_equal(pyav_times(str(chunked / name)), pyav_times(str(whole / name)))
+
+
+def test_video_writer_shows_nothing_until_the_block_ends(tmp_path):
+    path = tmp_path / "late.mp4"
+    with V.VideoWriter(path, fps=8.0) as writer:
+        writer.write(smooth_clip(4, 16, 16))
+        assert not path.exists()
+        assert all(n.startswith(".tmp-") for n in listing(tmp_path))
+    assert listing(tmp_path) == ["late.mp4"]
+    assert V.read_video(path).shape == (4, 16, 16, 3)
+
+
+@pytest.mark.parametrize("name", ["keep.mp4", "keep.gif"])
+def test_video_writer_error_in_block_keeps_the_old_file(tmp_path, name):
+    path = tmp_path / name
+    V.write_video(path, few_colour_clip(4, 16, 16))
+    before = path.read_bytes()
+    with pytest.raises(KeyboardInterrupt):
+        with V.VideoWriter(path, fps=8.0) as writer:
+            writer.write(few_colour_clip(3, 16, 16))
+            raise KeyboardInterrupt  # e.g. Ctrl-C while the next window is sampled
+    assert path.read_bytes() == before
+    assert listing(tmp_path) == [name]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_aborted_writer_leaves_no_encoder_for_a_forked_child_to_collect(tmp_path):
+    """A DataLoader worker forked after an aborted write must not find PyAV's encoder in a garbage
+    cycle (here: the kept exception's traceback): collecting it in the child waits forever on
+    swscale threads that only exist in the parent."""
+    import gc
+    import time
+
+    def abort() -> None:
+        try:
+            with V.VideoWriter(tmp_path / "aborted.mp4", fps=8.0) as writer:
+                writer.write(smooth_clip(4, 32, 32))
+                raise RuntimeError("stop")
+        except RuntimeError as err:
+            kept = err  # noqa: F841 - frame -> kept -> traceback -> frame: a cycle once we return
+
+    gc.disable()
+    try:
+        abort()
+        pid = os.fork()
+        if pid == 0:
+            gc.enable()
+            gc.collect()
+            os._exit(0)
+    finally:
+        gc.enable()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung collecting the aborted writer's garbage")
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_video_writer_rejects_bad_chunks_and_empty_videos(tmp_path):
+    path = tmp_path / "bad.mp4"
+    with pytest.raises(V.VideoWriteError, match=r"bad\.mp4: frames of 8x8 after frames of 16x16"):
+        with V.VideoWriter(path) as writer:
+            writer.write(smooth_clip(2, 16, 16))
+            writer.write(smooth_clip(2, 8, 8))
+    with pytest.raises(V.VideoWriteError, match=r"bad\.mp4: no frames were written"):
+        with V.VideoWriter(path):
+            pass
+    with pytest.raises(V.VideoWriteError, match=r"bad\.mp4: VideoWriter.write outside"):
+        V.VideoWriter(path).write(smooth_clip(2, 8, 8))
+    with pytest.raises(V.VideoWriteError, match=r"bad\.avi.*unsupported"):
+        V.VideoWriter(tmp_path / "bad.avi")
     assert listing(tmp_path) == []
 
 

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from vidiff.modelio import atomic_write
 from vidiff.video import VideoWriteError, _as_frames, _prepare_destination
 
-__all__ = ["contact_sheet"]
+__all__ = ["contact_sheet", "sheet_frame_indices"]
 
 
 def _label_height(font) -> int:
@@ -48,6 +48,18 @@ def _as_video_list(frames_or_videos) -> tuple[list[np.ndarray], bool]:
                 raise ValueError(f"contact_sheet: video {index} is invalid ({err})") from err
         return videos, True
     return [_as_frames(frames_or_videos)], False
+
+
+def sheet_frame_indices(num_frames: int, max_tiles: int = 64) -> list[int]:
+    """Which frames a contact sheet of a `num_frames`-frame video shows: every frame when they
+    fit in `max_tiles`, else every `s`-th, `s = ceil(num_frames / max_tiles)`, from frame 0 (a
+    129-frame video: every 3rd frame, 43 tiles; 1025 frames: every 17th, 61 tiles).
+
+    Example: `sheet_frame_indices(10, max_tiles=4)` is `[0, 3, 6, 9]`."""
+    if num_frames < 1 or max_tiles < 1:
+        raise ValueError(f"sheet_frame_indices needs num_frames >= 1 and max_tiles >= 1, got {num_frames}, {max_tiles}")
+    stride = -(-num_frames // max_tiles)
+    return list(range(0, num_frames, stride))
 
 
 def contact_sheet(

@@ -30,13 +30,16 @@ class ModelLoadError(ValueError):
     """A model folder or file that cannot be loaded; the message names the file and the cause."""
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call `write(tmp_path)` then atomically move the result to `path` (no partial file on error)."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary sibling of `path` to write; when the block ends without an error it is
+    synced and moved onto `path` in one rename, otherwise removed (no partial file either way).
+    For writers that fill a file over time (a video written window by window)."""
     path = os.fspath(path)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=os.path.basename(path))
     os.close(fd)
     try:
-        write(tmp)
+        yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual mode
@@ -45,6 +48,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call `write(tmp_path)` then atomically move the result to `path` (no partial file on error)."""
+    with atomic_file(path) as tmp:
+        write(tmp)
 
 
 def write_json(path: str | os.PathLike, data) -> None:

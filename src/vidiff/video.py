@@ -15,7 +15,7 @@ Decisions worth knowing:
   instead. An error before the first frame always raises.
 * Colour conversion between RGB and YUV uses FFmpeg's defaults on both sides (BT.601), so files
   written here read back consistently; the display rotation flag of phone videos is not applied.
-* Writes are atomic (``vidiff.modelio.atomic_write`` / ``atomic_directory``): a temporary file
+* Writes are atomic (``vidiff.modelio.atomic_file`` / ``atomic_directory``): a temporary file
   (or folder) in the destination's directory, then a rename. After a failure no partial output
   is left behind.
 * Contact sheets live in ``vidiff.contact_sheet`` (``vidiff.video.contact_sheet`` still works).
@@ -23,6 +23,7 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -36,12 +37,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vidiff.modelio import atomic_directory, atomic_write
+from vidiff.modelio import atomic_directory, atomic_file
 
 __all__ = [
     "VideoInfo",
     "VideoReadError",
     "VideoWriteError",
+    "VideoWriter",
     "contact_sheet",
     "fit_image",
     "frames_to_tensor",
@@ -594,30 +596,47 @@ def _even_padded(frames: np.ndarray) -> np.ndarray:
     return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
 
 
-def _write_h264(
-    tmp: str, container_format: str, frames: np.ndarray, fps: float, crf: int, preset: str
-) -> None:
-    rate = Fraction(fps).limit_denominator(1001)
-    frames = _even_padded(frames)
-    container = av.open(tmp, mode="w", format=container_format, timeout=_IO_TIMEOUT_S)
-    try:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.time_base = 1 / rate
-        stream.options = {"crf": str(crf), "preset": preset}
-        if container_format in ("mp4", "mov"):
-            container.options["movflags"] = "+faststart"
-        for index, array in enumerate(frames):
+class _H264Encoder:
+    """libx264 / yuv420p into an open container, frame by frame (frames get consecutive pts)."""
+
+    def __init__(self, path: str, container_format: str, height: int, width: int, fps: float, crf: int,
+                 preset: str):
+        self._rate = Fraction(fps).limit_denominator(1001)
+        self._pts = 0
+        self._container = av.open(path, mode="w", format=container_format, timeout=_IO_TIMEOUT_S)
+        try:
+            self._stream = self._container.add_stream("libx264", rate=self._rate)
+            self._stream.width, self._stream.height = width + width % 2, height + height % 2
+            self._stream.pix_fmt = "yuv420p"
+            self._stream.codec_context.time_base = 1 / self._rate
+            self._stream.options = {"crf": str(crf), "preset": preset}
+            if container_format in ("mp4", "mov"):
+                self._container.options["movflags"] = "+faststart"
+        except BaseException:
+            self._container.close()
+            raise
+
+    def encode(self, frames: np.ndarray) -> None:
+        for array in _even_padded(frames):
             frame = av.VideoFrame.from_ndarray(array, format="rgb24")
-            frame.pts = index
-            frame.time_base = 1 / rate
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    finally:
-        container.close()
+            frame.pts, frame.time_base = self._pts, 1 / self._rate
+            self._pts += 1
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+
+    def finish(self) -> None:
+        """Flush the encoder and close the file."""
+        for packet in self._stream.encode(None):
+            self._container.mux(packet)
+        self.close()
+
+    def close(self) -> None:
+        """Close the file and let go of PyAV's objects now: a stream left for the garbage collector
+        owns swscale worker threads, and a forked process (a DataLoader worker) that collects it
+        would wait on those threads forever."""
+        if self._container is not None:
+            self._container.close()
+        self._container = self._stream = None
 
 
 def _gif_durations_ms(num_frames: int, fps: float) -> list[int]:
@@ -704,6 +723,131 @@ def write_frames_png(directory: str | os.PathLike, frames) -> str:
     return directory
 
 
+class VideoWriter:
+    """Write a video as its frames arrive, chunk by chunk; the format follows the path as in
+    :func:`write_video` (which is this class used for one chunk).
+
+    Example (a long video written window by window as it is generated)::
+
+        with VideoWriter("long.mp4", fps=8) as writer:
+            for chunk in iter_windows(pipe, "a large red circle bounces on a black background",
+                                      num_frames=1025):
+                writer.write(chunk.frames)
+
+    H.264 files are encoded as the chunks come, so memory does not grow with the video's length;
+    a GIF (one palette for all frames) and a PNG folder keep the frames until the end. The file
+    appears at ``path`` only when the ``with`` block ends without an error, atomically like every
+    write here; after an error (in the block or in the encoder) nothing is left behind and an
+    older file at ``path`` is untouched. ``frames_written`` counts the frames so far.
+
+    Raises:
+        VideoWriteError: unsupported suffix, bad fps/crf, frames of another size than the first
+            chunk's, invalid frames, no frames at all, or an encoder/file-system failure; the
+            message names ``path``.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float = 8.0, *, crf: int = 18, preset: str = "medium"):
+        raw_path = os.fspath(path)
+        suffix = os.path.splitext(raw_path)[1].lower()
+        if raw_path.endswith(("/", os.sep)) or suffix == "":
+            self._kind = "png"
+        elif suffix == ".gif":
+            self._kind = "gif"
+        elif suffix in _H264_SUFFIXES:
+            self._kind = "h264"
+        else:
+            raise VideoWriteError(
+                f"{raw_path}: unsupported suffix {suffix!r}; "
+                "use .mp4, .mov, .mkv, .gif, or a folder path for PNG frames"
+            )
+        if self._kind != "png":
+            if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+                raise VideoWriteError(f"{raw_path}: fps must be a positive number, got {fps!r}")
+            if not (isinstance(crf, int) and 0 <= crf <= 51):
+                raise VideoWriteError(f"{raw_path}: crf must be an integer in [0, 51], got {crf!r}")
+            if os.path.isdir(raw_path):
+                raise VideoWriteError(f"{raw_path}: is an existing directory; cannot write a {suffix} file there")
+        self.path, self.frames_written = raw_path, 0
+        self._suffix, self._fps, self._crf, self._preset = suffix, float(fps), crf, preset
+        self._buffer: list[np.ndarray] = []
+        self._size: tuple[int, int] | None = None
+        self._encoder: _H264Encoder | None = None
+        self._stack: contextlib.ExitStack | None = None
+        self._tmp = ""
+
+    def __enter__(self) -> "VideoWriter":
+        self._stack = contextlib.ExitStack()
+        if self._kind != "png":
+            _prepare_destination(self.path)
+            self._tmp = self._stack.enter_context(atomic_file(self.path))
+        return self
+
+    def write(self, frames) -> None:
+        """Append frames: uint8 ``[n, H, W, 3]`` (numpy or torch) or a float video ``[3, n, H, W]``
+        in ``[-1, 1]``, all chunks of the same size."""
+        if self._stack is None:
+            raise VideoWriteError(f"{self.path}: VideoWriter.write outside its `with` block")
+        try:
+            array = _as_frames(frames)
+        except (TypeError, ValueError) as err:
+            raise VideoWriteError(f"{self.path}: invalid frames to write ({err})") from err
+        size = (array.shape[1], array.shape[2])
+        if self._size is not None and size != self._size:
+            raise VideoWriteError(f"{self.path}: frames of {size[0]}x{size[1]} after frames of "
+                                  f"{self._size[0]}x{self._size[1]}; every chunk must have the same size")
+        self._size = size
+        if self._kind == "h264":
+            try:
+                if self._encoder is None:
+                    self._encoder = _H264Encoder(self._tmp, _H264_SUFFIXES[self._suffix], *size, self._fps,
+                                                 self._crf, self._preset)
+                self._encoder.encode(array)
+            except (av.FFmpegError, OSError, ValueError, TypeError) as err:
+                raise VideoWriteError(f"{self.path}: writing the {self._suffix} file failed ({err})") from err
+        else:
+            self._buffer.append(array)
+        self.frames_written += len(array)
+
+    def _finish(self) -> None:
+        if self.frames_written == 0:
+            raise VideoWriteError(f"{self.path}: no frames were written")
+        if self._kind == "png":
+            self.path = write_frames_png(self.path, np.concatenate(self._buffer))
+            return
+        try:
+            if self._kind == "gif":
+                _write_gif(self._tmp, np.concatenate(self._buffer), self._fps)
+            else:
+                self._encoder.finish()
+        except (av.FFmpegError, OSError, ValueError, TypeError) as err:
+            raise VideoWriteError(f"{self.path}: writing the {self._suffix} file failed ({err})") from err
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        stack, self._stack = self._stack, None
+        error = None
+        if exc_type is None:
+            try:
+                self._finish()
+            except BaseException as err:
+                error = err
+        self._buffer = []
+        failure = exc if error is None else error
+        encoder, self._encoder = self._encoder, None
+        if failure is not None:
+            if encoder is not None:
+                with contextlib.suppress(Exception):
+                    encoder.close()
+            stack.__exit__(type(failure), failure, failure.__traceback__)  # removes the temporary file
+            if error is not None:
+                raise error
+            return False
+        try:
+            stack.close()  # sync, then rename onto the path
+        except OSError as err:
+            raise VideoWriteError(f"{self.path}: writing the {self._suffix} file failed ({err})") from err
+        return False
+
+
 def write_video(
     path: str | os.PathLike,
     frames,
@@ -726,45 +870,15 @@ def write_video(
 
     ``frames`` is uint8 ``[F, H, W, 3]`` (numpy or torch) or a float video ``[3, F, H, W]`` /
     ``[1, 3, F, H, W]`` in ``[-1, 1]``. The write is atomic (temporary sibling, then rename).
+    To write a video chunk by chunk as it is made, use :class:`VideoWriter`.
 
     Raises:
         VideoWriteError: bad frames, unsupported suffix, or an encoder/file-system failure; the
             message names ``path``.
     """
-    raw_path = os.fspath(path)
-    if raw_path.endswith(("/", os.sep)):
-        return write_frames_png(raw_path, frames)
-    suffix = os.path.splitext(raw_path)[1].lower()
-    if suffix == "":
-        return write_frames_png(raw_path, frames)
-    if suffix not in _H264_SUFFIXES and suffix != ".gif":
-        raise VideoWriteError(
-            f"{raw_path}: unsupported suffix {suffix!r}; "
-            "use .mp4, .mov, .mkv, .gif, or a folder path for PNG frames"
-        )
-    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
-        raise VideoWriteError(f"{raw_path}: fps must be a positive number, got {fps!r}")
-    if not (isinstance(crf, int) and 0 <= crf <= 51):
-        raise VideoWriteError(f"{raw_path}: crf must be an integer in [0, 51], got {crf!r}")
-    try:
-        array = _as_frames(frames)
-    except (TypeError, ValueError) as err:
-        raise VideoWriteError(f"{raw_path}: invalid frames to write ({err})") from err
-    if os.path.isdir(raw_path):
-        raise VideoWriteError(f"{raw_path}: is an existing directory; cannot write a {suffix} file there")
-    _prepare_destination(raw_path)
-
-    def write(tmp: str) -> None:
-        if suffix == ".gif":
-            _write_gif(tmp, array, float(fps))
-        else:
-            _write_h264(tmp, _H264_SUFFIXES[suffix], array, float(fps), crf, preset)
-
-    try:
-        atomic_write(raw_path, write)
-    except (av.FFmpegError, OSError, ValueError, TypeError) as err:
-        raise VideoWriteError(f"{raw_path}: writing the {suffix} file failed ({err})") from err
-    return raw_path
+    with VideoWriter(path, fps, crf=crf, preset=preset) as writer:
+        writer.write(frames)
+    return writer.path
 
 
 def __getattr__(name: str):

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from vidiff.cli import CLIError
-from vidiff.cli.generate_long import add_long_arguments, run_long, wants_long
+from vidiff.cli.generate_long import add_long_arguments, long_num_frames, run_long, wants_long
 from vidiff.compat.wan.options import add_wan_arguments
 
 DEFAULT_PROMPT = "a large red circle moves right on a black background"
@@ -74,9 +74,11 @@ def run(args: argparse.Namespace) -> int:
     import time
     import warnings
 
-    from vidiff.contact_sheet import contact_sheet
+    from tqdm.auto import tqdm
+
+    from vidiff.contact_sheet import contact_sheet, sheet_frame_indices
     from vidiff.pipelines import VideoPipeline
-    from vidiff.video import VideoReadError, write_video
+    from vidiff.video import VideoReadError, VideoWriteError, VideoWriter
 
     if not args.out.endswith((".mp4", ".gif")):
         raise CLIError(f"--out {args.out}: must end in .mp4 or .gif")
@@ -85,31 +87,47 @@ def run(args: argparse.Namespace) -> int:
     args.prompt = args.prompt or args.prompt_option or DEFAULT_PROMPT
     start = time.perf_counter()
     pipe = load_pipeline(args.model, args.device, args)
+    loaded = time.perf_counter() - start
+    sheet_frames: list = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            if wants_long(args, pipe):
-                out = run_long(args, pipe)
-            else:
-                extra = {}
-                if args.history_guidance != 1.0:
-                    if not isinstance(pipe, VideoPipeline):
-                        raise CLIError(f"--history-guidance: not supported by {type(pipe).__name__}")
-                    extra["history_guidance"] = args.history_guidance
-                out = pipe(args.prompt, negative_prompt=args.negative_prompt, image=args.image, num_frames=args.frames,
-                           height=args.height, width=args.width, num_inference_steps=args.steps,
-                           guidance_scale=args.guidance, sampler=args.sampler, noise_prior=args.noise_prior,
-                           noise_strength=args.noise_strength, seed=args.seed, **extra)
-        except (VideoReadError, ValueError) as err:
+            with VideoWriter(args.out, fps=args.fps or pipe.config.fps) as writer:
+                if wants_long(args, pipe):
+                    # Each window goes to the file as soon as it is final: memory stays flat however
+                    # long the video, and a contact sheet keeps only the frames it shows.
+                    total = long_num_frames(args, pipe)
+                    shown = set(sheet_frame_indices(total))
+                    with tqdm(total=total, unit="frame", desc="long video", leave=False, disable=None) as bar:
+                        for chunk in run_long(args, pipe):
+                            writer.write(chunk.frames)
+                            sheet_frames += [(chunk.start + i, f) for i, f in enumerate(chunk.frames)
+                                             if chunk.start + i in shown]
+                            bar.update(len(chunk.frames))
+                else:
+                    extra = {}
+                    if args.history_guidance != 1.0:
+                        if not isinstance(pipe, VideoPipeline):
+                            raise CLIError(f"--history-guidance: not supported by {type(pipe).__name__}")
+                        extra["history_guidance"] = args.history_guidance
+                    out = pipe(args.prompt, negative_prompt=args.negative_prompt, image=args.image,
+                               num_frames=args.frames, height=args.height, width=args.width,
+                               num_inference_steps=args.steps, guidance_scale=args.guidance, sampler=args.sampler,
+                               noise_prior=args.noise_prior, noise_strength=args.noise_strength, seed=args.seed,
+                               **extra)
+                    writer.write(out.frames)
+                    sheet_frames = [(i, out.frames[i]) for i in sheet_frame_indices(len(out.frames))]
+        except (VideoReadError, VideoWriteError, ValueError) as err:
             raise CLIError(str(err)) from err
+    seconds = time.perf_counter() - start
     for w in caught:
         print(f"vidiff: notice: {w.message}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    write_video(args.out, out.frames, fps=args.fps or pipe.config.fps)
     sheet = os.path.splitext(args.out)[0] + "_sheet.png"
-    contact_sheet(out.frames, sheet, labels=None)
+    labelled = writer.frames_written > len(sheet_frames)
+    contact_sheet([f for _, f in sheet_frames], sheet, labels=[f"frame {i}" for i, _ in sheet_frames] if labelled else None)
+    height, width = sheet_frames[0][1].shape[:2]
     print(f"video: {args.out}")
-    print(f"contact sheet: {sheet}")
-    print(f"{out.frames.shape[0]} frames {out.frames.shape[2]}x{out.frames.shape[1]} in {time.perf_counter() - start:.2f} s "
-          f"(sampling + decoding {out.seconds:.2f} s)")
+    print(f"contact sheet: {sheet}" + (f" (one frame in {sheet_frames[1][0]})" if labelled else ""))
+    print(f"{writer.frames_written} frames {width}x{height} in {seconds:.2f} s (generation and writing "
+          f"{seconds - loaded:.2f} s)")
     return 0

@@ -1,7 +1,7 @@
 """Long-video options of `vidiff generate`: prompt schedules (`--then`), sliding / fused windows,
-keyframes + interpolation. `vidiff generate` adds these arguments with `add_long_arguments` and
-calls `run_long` when `wants_long` says so (a `--then`, an explicit `--long-mode`, or more frames
-than the model's clip length).
+keyframes + interpolation. `vidiff generate` adds these arguments with `add_long_arguments` and,
+when `wants_long` says so (a `--then`, an explicit `--long-mode`, or more frames than the model's
+clip length), writes the windows that `run_long` yields to the video file as each one finishes.
 
     vidiff generate --frames 129 "a red circle moves right on a black background" \\
         --then "a red circle moves down on a black background"
@@ -10,6 +10,7 @@ than the model's clip length).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 
 from vidiff.cli import CLIError
 
@@ -25,7 +26,8 @@ def add_long_arguments(parser: argparse.ArgumentParser) -> None:
         "long videos", "used automatically when --frames exceeds the model's clip length, or with --then / --long-mode")
     g.add_argument("--then", action="append", default=[], metavar="PROMPT",
                    help="the next prompt of a prompt schedule (repeatable); the frames are split evenly between "
-                        "the prompt and each --then, and the subject carries over")
+                        "the prompt and each --then (without --frames: 16 new frames each for 17-frame clips), "
+                        "and the subject carries over")
     g.add_argument("--window", type=int, metavar="N",
                    help="latent frames per model call (default: the model's clip length, e.g. 5 = 17 frames)")
     g.add_argument("--overlap", type=int, default=1, metavar="N",
@@ -53,34 +55,42 @@ def wants_long(args: argparse.Namespace, pipe) -> bool:
         or (getattr(args, "frames", None) or 0) > pipe.config.num_frames
 
 
-def run_long(args: argparse.Namespace, pipe):
-    """Generate the long video the arguments ask for; returns `vidiff.pipelines.long.LongOutput`
-    (`.frames` uint8 [F, H, W, 3], `.seconds`, `.boundaries`, `.windows`)."""
-    from vidiff.pipelines.long import generate_long
+def long_num_frames(args: argparse.Namespace, pipe) -> int:
+    """The number of frames the long video will have: --frames, rounded as the VAE needs; without
+    it, one clip's worth of new frames per prompt of the schedule, `1 + (F - 1) (1 + len(then))`
+    (17-frame clips, two prompts: 33)."""
+    segments = 1 + len(getattr(args, "then", None) or [])
+    frames = getattr(args, "frames", None) or 1 + (pipe.config.num_frames - 1) * segments
+    return pipe.valid_num_frames(frames)
+
+
+def run_long(args: argparse.Namespace, pipe) -> Iterator:
+    """Generate the long video the arguments ask for, window by window: yields
+    `vidiff.pipelines.long.WindowChunk`s (`.frames` uint8 [n, H, W, 3], `.start`, `.info`) as
+    each window is final, so a caller can write them out at once. Bad values raise CLIError
+    (when the iteration starts)."""
+    from vidiff.pipelines.long import iter_windows
     from vidiff.video import VideoReadError
 
     prompt = getattr(args, "prompt", None)
     if not prompt:
         raise CLIError("a prompt is needed for long generation")
-    then = list(getattr(args, "then", None) or [])
-    frames = getattr(args, "frames", None)
-    if then and not frames:
-        frames = pipe.config.num_frames * (1 + len(then))
     if getattr(args, "window", None) is not None and args.window < 2:
         raise CLIError(f"--window {args.window}: needs at least 2 latent frames")
     extras = {"fps": args.keyframe_fps} if getattr(args, "keyframe_fps", None) else None
+    chunks = iter_windows(
+        pipe, prompts=[prompt, *(getattr(args, "then", None) or [])], num_frames=long_num_frames(args, pipe),
+        window=args.window, overlap=args.overlap, mode=args.long_mode or "window",
+        overlap_space=getattr(args, "overlap_space", "latent"),
+        negative_prompt=getattr(args, "negative_prompt", "") or "", image=getattr(args, "image", None),
+        height=getattr(args, "height", None), width=getattr(args, "width", None),
+        num_inference_steps=getattr(args, "steps", None), guidance_scale=getattr(args, "guidance", None),
+        history_guidance=getattr(args, "history_guidance", 1.0), context_noise=getattr(args, "context_noise", None),
+        sampler=getattr(args, "sampler", None), noise_prior=getattr(args, "noise_prior", "independent"),
+        noise_strength=getattr(args, "noise_strength", 0.5), seed=getattr(args, "seed", 0),
+        keyframe_extras=extras, window_noise=getattr(args, "window_noise", "repeat"), progress=False)
     try:
-        return generate_long(
-            pipe, prompts=[prompt, *then], num_frames=frames, window=args.window, overlap=args.overlap,
-            mode=args.long_mode or "window", overlap_space=getattr(args, "overlap_space", "latent"),
-            negative_prompt=getattr(args, "negative_prompt", "") or "", image=getattr(args, "image", None),
-            height=getattr(args, "height", None), width=getattr(args, "width", None),
-            num_inference_steps=getattr(args, "steps", None), guidance_scale=getattr(args, "guidance", None),
-            history_guidance=getattr(args, "history_guidance", 1.0),
-            context_noise=getattr(args, "context_noise", None),
-            sampler=getattr(args, "sampler", None), noise_prior=getattr(args, "noise_prior", "independent"),
-            noise_strength=getattr(args, "noise_strength", 0.5), seed=getattr(args, "seed", 0),
-            keyframe_extras=extras, window_noise=getattr(args, "window_noise", "repeat"), progress=False)
+        yield from chunks
     except VideoReadError as err:
         raise CLIError(str(err)) from err
     except ValueError as err:

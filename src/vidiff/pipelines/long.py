@@ -534,7 +534,7 @@ _LONG_DOC = """
         to t_c, for models trained with `diffusion.context_noise`: they then correct small errors
         of their context instead of copying them; 0 holds them clean. None (default): in window
         mode the pipeline's `scheduler.context_noise` (0 unless the model's recipe set it; the
-        world model's is 0.2, from a sweep in the README, "Long videos"), elsewhere 0 (on the
+        world model's is 0.1, from a sweep in the README, "Long videos"), elsewhere 0 (on the
         world model noisy keyframes made the gaps between them drift more, not less).
     window_noise: "repeat" (default) starts every window from the first window's noise (less
         identity drift over many windows; see the module docstring); "fresh" draws new noise for
