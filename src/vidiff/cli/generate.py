@@ -95,13 +95,14 @@ def run(args: argparse.Namespace) -> int:
             with VideoWriter(args.out, fps=args.fps or pipe.config.fps) as writer:
                 if wants_long(args, pipe):
                     # Each window goes to the file as soon as it is final: memory stays flat however
-                    # long the video, and a contact sheet keeps only the frames it shows.
+                    # long the video. The sheet keeps copies of the frames it shows (a view would
+                    # keep its whole window alive).
                     total = long_num_frames(args, pipe)
                     shown = set(sheet_frame_indices(total))
                     with tqdm(total=total, unit="frame", desc="long video", leave=False, disable=None) as bar:
                         for chunk in run_long(args, pipe):
                             writer.write(chunk.frames)
-                            sheet_frames += [(chunk.start + i, f) for i, f in enumerate(chunk.frames)
+                            sheet_frames += [(chunk.start + i, f.copy()) for i, f in enumerate(chunk.frames)
                                              if chunk.start + i in shown]
                             bar.update(len(chunk.frames))
                 else:
