@@ -803,10 +803,13 @@ class VideoWriter:
                                                  self._crf, self._preset)
                 self._encoder.encode(array)
             except (av.FFmpegError, OSError, ValueError, TypeError) as err:
-                raise VideoWriteError(f"{self.path}: writing the {self._suffix} file failed ({err})") from err
+                raise self._failed(err) from err
         else:
             self._buffer.append(array)
         self.frames_written += len(array)
+
+    def _failed(self, err: Exception) -> VideoWriteError:
+        return VideoWriteError(f"{self.path}: writing the {self._suffix} file failed ({err})")
 
     def _finish(self) -> None:
         if self.frames_written == 0:
@@ -820,7 +823,7 @@ class VideoWriter:
             else:
                 self._encoder.finish()
         except (av.FFmpegError, OSError, ValueError, TypeError) as err:
-            raise VideoWriteError(f"{self.path}: writing the {self._suffix} file failed ({err})") from err
+            raise self._failed(err) from err
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         stack, self._stack = self._stack, None
@@ -844,7 +847,7 @@ class VideoWriter:
         try:
             stack.close()  # sync, then rename onto the path
         except OSError as err:
-            raise VideoWriteError(f"{self.path}: writing the {self._suffix} file failed ({err})") from err
+            raise self._failed(err) from err
         return False
 
 
