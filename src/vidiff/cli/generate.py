@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                     total = long_num_frames(args, pipe)
                     shown = set(sheet_frame_indices(total))
                     with tqdm(total=total, unit="frame", desc="long video", leave=False, disable=None) as bar:
-                        for chunk in run_long(args, pipe):
+                        for chunk in run_long(args, pipe, total):
                             writer.write(chunk.frames)
                             sheet_frames += [(chunk.start + i, f.copy()) for i, f in enumerate(chunk.frames)
                                              if chunk.start + i in shown]

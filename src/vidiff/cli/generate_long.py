@@ -64,11 +64,12 @@ def long_num_frames(args: argparse.Namespace, pipe) -> int:
     return pipe.valid_num_frames(frames)
 
 
-def run_long(args: argparse.Namespace, pipe) -> Iterator:
+def run_long(args: argparse.Namespace, pipe, num_frames: int | None = None) -> Iterator:
     """Generate the long video the arguments ask for, window by window: yields
     `vidiff.pipelines.long.WindowChunk`s (`.frames` uint8 [n, H, W, 3], `.start`, `.info`) as
-    each window is final, so a caller can write them out at once. Bad values raise CLIError
-    (when the iteration starts)."""
+    each window is final, so a caller can write them out at once. `num_frames`: the caller's
+    `long_num_frames(args, pipe)`, if it has it (its rounding notice then comes once). Bad values
+    raise CLIError (when the iteration starts)."""
     from vidiff.pipelines.long import iter_windows
     from vidiff.video import VideoReadError
 
@@ -79,7 +80,7 @@ def run_long(args: argparse.Namespace, pipe) -> Iterator:
         raise CLIError(f"--window {args.window}: needs at least 2 latent frames")
     extras = {"fps": args.keyframe_fps} if getattr(args, "keyframe_fps", None) else None
     chunks = iter_windows(
-        pipe, prompts=[prompt, *(getattr(args, "then", None) or [])], num_frames=long_num_frames(args, pipe),
+        pipe, prompts=[prompt, *(getattr(args, "then", None) or [])], num_frames=num_frames or long_num_frames(args, pipe),
         window=args.window, overlap=args.overlap, mode=args.long_mode or "window",
         overlap_space=getattr(args, "overlap_space", "latent"),
         negative_prompt=getattr(args, "negative_prompt", "") or "", image=getattr(args, "image", None),
