@@ -532,6 +532,7 @@ def test_aborted_writer_leaves_no_encoder_for_a_forked_child_to_collect(tmp_path
         except RuntimeError as err:
             kept = err  # noqa: F841 - frame -> kept -> traceback -> frame: a cycle once we return
 
+    gc.collect()  # only the aborted write's garbage is left for the child (not earlier tests')
     gc.disable()
     try:
         abort()
