@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import GifImagePlugin, Image
 
 from vidiff import video as V
 
@@ -456,14 +456,63 @@ def test_failed_write_leaves_previous_file_untouched_and_no_temp(tmp_path, monke
 
 
 def test_gif_write_failure_leaves_nothing(tmp_path, monkeypatch):
-    def broken_save(self, *args, **kwargs):
-        open(args[0], "wb").write(b"GIF89a partial")
-        raise OSError("disk full")
+    real_getdata, calls = GifImagePlugin.getdata, {"n": 0}
 
-    monkeypatch.setattr(Image.Image, "save", broken_save)
+    def failing_getdata(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk full")
+        return real_getdata(*args, **kwargs)
+
+    monkeypatch.setattr(GifImagePlugin, "getdata", failing_getdata)
     with pytest.raises(V.VideoWriteError, match="anim.gif.*disk full"):
         V.write_video(tmp_path / "anim.gif", few_colour_clip())
+    assert calls["n"] == 3
     assert listing(tmp_path) == []
+
+
+def gif_frames_with_pillow(path) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """Every frame as Pillow composes it, and the rectangle each frame stores."""
+    frames, boxes = [], []
+    with Image.open(path) as gif:
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            boxes.append(gif.dispose_extent)
+            frames.append(np.asarray(gif.convert("RGB")))
+    return np.stack(frames), boxes
+
+
+def test_gif_stores_changed_rectangles_and_keeps_identical_frames(tmp_path):
+    clip = few_colour_clip(frames=5)
+    clip = np.concatenate([clip[:2], clip[1:2], clip[1:2], clip[2:]])  # frame 1 shown three times
+    path = tmp_path / "still.gif"
+    V.write_video(path, clip, fps=10.0)
+    by_pillow, boxes = gif_frames_with_pillow(path)
+    np.testing.assert_array_equal(V.read_video(path), clip)  # FFmpeg's decoder
+    np.testing.assert_array_equal(by_pillow, clip)
+    height, width = clip.shape[1:3]
+    assert boxes[0] == (0, 0, width, height)
+    assert boxes[2] == boxes[3] == (0, 0, 1, 1)  # nothing changed: one pixel stored
+    for index in (1, 4):
+        changed = np.any(clip[index] != clip[index - 1], axis=-1)
+        rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
+        assert boxes[index] == (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+
+
+def test_gif_with_many_colours_decodes_to_the_same_frames_everywhere(tmp_path):
+    """With a dithered palette the stored rectangles are found on the quantized frames, so both
+    decoders must compose the very same frames, and those stay close to the input."""
+    clip = smooth_clip(frames=6, height=32, width=48)
+    clip[3] = clip[2]
+    path = tmp_path / "dithered.gif"
+    with V.VideoWriter(path, fps=8.0) as writer:
+        writer.write(clip[:4])
+        writer.write(clip[4:])  # its own palette
+    by_pillow, _ = gif_frames_with_pillow(path)
+    by_ffmpeg = V.read_video(path)
+    np.testing.assert_array_equal(by_ffmpeg, by_pillow)
+    np.testing.assert_array_equal(by_ffmpeg[3], by_ffmpeg[2])
+    assert np.abs(by_ffmpeg.astype(int) - clip).mean() < 12
 
 
 # ------------------------------------------------------------------------------------------------
@@ -473,8 +522,8 @@ def test_gif_write_failure_leaves_nothing(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["chunks.mp4", "chunks.gif", "chunks"])
 def test_video_writer_chunks_equal_one_write(tmp_path, name):
-    """Chunks of 5, 1 and 10 frames give the same video as one write_video call (H.264 is encoded
-    as the chunks come, with running timestamps; GIF and PNG frames are kept for the end). H.264 at
+    """Chunks of 5, 1 and 10 frames give the same video as one write_video call (every format is
+    encoded as the chunks come; H.264 with running timestamps, GIF with running delays). H.264 at
     crf 0 is lossless in yuv420p, so the decoded frames must match exactly whatever the encoder's
     (thread-timing dependent) choices were."""
     clip = smooth_clip(frames=16, height=32, width=48) if name != "chunks.gif" else few_colour_clip(frames=16)
@@ -503,6 +552,26 @@ def test_video_writer_shows_nothing_until_the_block_ends(tmp_path):
     assert V.read_video(path).shape == (4, 16, 16, 3)
 
 
+@pytest.mark.parametrize("name", ["grow.gif", "grow"])
+def test_video_writer_encodes_each_chunk_when_it_comes(tmp_path, name):
+    """GIF frames and PNG files reach the temporary output at every write (nothing is held for the
+    end, so memory stays flat however long the video)."""
+
+    def written_bytes() -> int:
+        (tmp,) = [tmp_path / n for n in listing(tmp_path) if n.startswith(".tmp-")]
+        return sum(p.stat().st_size for p in ([tmp] if tmp.is_file() else tmp.iterdir()))
+
+    clip = few_colour_clip(frames=9)
+    sizes = []
+    with V.VideoWriter(tmp_path / name, fps=8.0) as writer:
+        for a in range(0, 9, 3):
+            writer.write(clip[a:a + 3])
+            sizes.append(written_bytes())
+    assert 0 < sizes[0] < sizes[1] < sizes[2]
+    back = V.read_video(tmp_path / name) if name.endswith(".gif") else V.read_frames_png(tmp_path / name)
+    np.testing.assert_array_equal(back, clip)
+
+
 @pytest.mark.parametrize("name", ["keep.mp4", "keep.gif"])
 def test_video_writer_error_in_block_keeps_the_old_file(tmp_path, name):
     path = tmp_path / name
@@ -516,26 +585,17 @@ def test_video_writer_error_in_block_keeps_the_old_file(tmp_path, name):
     assert listing(tmp_path) == [name]
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_aborted_writer_leaves_no_encoder_for_a_forked_child_to_collect(tmp_path):
-    """A DataLoader worker forked after an aborted write must not find PyAV's encoder in a garbage
-    cycle (here: the kept exception's traceback): collecting it in the child waits forever on
-    swscale threads that only exist in the parent."""
+def assert_forked_child_collects(make_garbage) -> None:
+    """Leave `make_garbage()`'s reference cycles uncollected, fork, and collect them in the child:
+    the child must exit (PyAV objects holding FFmpeg worker threads would make it wait forever on
+    threads that only exist in the parent, as in a DataLoader worker)."""
     import gc
     import time
 
-    def abort() -> None:
-        try:
-            with V.VideoWriter(tmp_path / "aborted.mp4", fps=8.0) as writer:
-                writer.write(smooth_clip(4, 32, 32))
-                raise RuntimeError("stop")
-        except RuntimeError as err:
-            kept = err  # noqa: F841 - frame -> kept -> traceback -> frame: a cycle once we return
-
-    gc.collect()  # only the aborted write's garbage is left for the child (not earlier tests')
+    gc.collect()  # only this garbage is left for the child (not earlier tests')
     gc.disable()
     try:
-        abort()
+        make_garbage()
         pid = os.fork()
         if pid == 0:
             gc.enable()
@@ -552,8 +612,43 @@ def test_aborted_writer_leaves_no_encoder_for_a_forked_child_to_collect(tmp_path
     else:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
-        pytest.fail("the forked child hung collecting the aborted writer's garbage")
+        pytest.fail("the forked child hung collecting PyAV objects left in a garbage cycle")
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_aborted_writer_leaves_no_encoder_for_a_forked_child_to_collect(tmp_path):
+    def abort() -> None:
+        try:
+            with V.VideoWriter(tmp_path / "aborted.mp4", fps=8.0) as writer:
+                writer.write(smooth_clip(4, 32, 32))
+                raise RuntimeError("stop")
+        except RuntimeError as err:
+            kept = err  # noqa: F841 - frame -> kept -> traceback -> frame: a cycle once we return
+
+    assert_forked_child_collects(abort)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("case", ["failed read", "unfinished iter_frames"])
+def test_reads_leave_nothing_for_a_forked_child_to_hang_on(tmp_path, case):
+    """A read that raised (its exception kept) or a frame iterator still open at the fork: the child
+    frees decoder and colour converter, which must own no worker threads."""
+    path = V.write_video(tmp_path / "clip.mp4", smooth_clip(8, 48, 64))
+
+    def read() -> None:
+        if case == "failed read":
+            try:
+                V.read_video(path, start_s=100.0)
+            except V.VideoReadError as err:
+                kept = err  # noqa: F841 - a cycle through the traceback, as above
+        else:
+            frames = V.iter_frames(path, size=(24, 32))
+            next(frames)
+            holder = {"frames": frames}
+            holder["self"] = holder
+
+    assert_forked_child_collects(read)
 
 
 def test_video_writer_rejects_bad_chunks_and_empty_videos(tmp_path):

@@ -15,6 +15,9 @@ Decisions worth knowing:
   instead. An error before the first frame always raises.
 * Colour conversion between RGB and YUV uses FFmpeg's defaults on both sides (BT.601), so files
   written here read back consistently; the display rotation flag of phone videos is not applied.
+* Decoding and colour conversion run on the calling thread (no FFmpeg worker threads), so no
+  PyAV object left over from a read can hang a process forked later (a DataLoader worker). Small
+  clips read faster so, 720p about 1.5x slower (``benchmarks/bench_read.py``).
 * Writes are atomic (``vidiff.modelio.atomic_file`` / ``atomic_directory``): a temporary file
   (or folder) in the destination's directory, then a rename. After a failure no partial output
   is left behind.
@@ -27,6 +30,7 @@ import contextlib
 import itertools
 import math
 import os
+import struct
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +39,7 @@ from fractions import Fraction
 import av
 import numpy as np
 import torch
-from PIL import Image
+from PIL import GifImagePlugin, Image
 
 from vidiff.modelio import atomic_directory, atomic_file
 
@@ -74,6 +78,13 @@ _TEXT_CODECS = {"ansi", "bintext", "xbin", "idf"}
 _H264_SUFFIXES = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
 _PNG_FRAME_NAME = "frame_{:05d}.png"
+
+# Reading decodes and converts colours on the calling thread. FFmpeg's worker threads belong to
+# the PyAV objects of a read (codec context, colour converter); if those outlive the read (an
+# exception kept in a reference cycle, an unfinished iter_frames), a process forked afterwards (a
+# DataLoader worker) that frees them waits forever on threads that exist only in its parent.
+# The cost is small: decoders thread over slices, and most files hold one slice per frame.
+_NO_WORKER_THREADS = {"threads": 1}
 
 
 class VideoReadError(Exception):
@@ -139,6 +150,7 @@ def _open_video(path: str) -> tuple[av.container.InputContainer, av.video.stream
         if format_name == "tty" or stream.codec_context.name in _TEXT_CODECS:
             # FFmpeg renders any text file as "ANSI art" video; nobody means that.
             raise VideoReadError(f"{path}: is a text file ({format_name}/{stream.codec_context.name}), not a video")
+        stream.codec_context.thread_count = 1  # see _NO_WORKER_THREADS
     except BaseException:
         container.close()
         raise
@@ -405,9 +417,9 @@ def _generate_frames(path, fps, stride, max_frames, start_s, size, crop, strict)
         produced = 0
         for frame in itertools.islice(selected, max_frames):
             if size is None:
-                array = frame.to_ndarray(format="rgb24")
+                array = frame.to_ndarray(format="rgb24", **_NO_WORKER_THREADS)
             else:
-                array = np.asarray(_resize(frame.to_image(), size, crop))
+                array = np.asarray(_resize(frame.to_image(**_NO_WORKER_THREADS), size, crop))
             produced += 1
             yield array
         if produced == 0:
@@ -639,16 +651,16 @@ class _H264Encoder:
         self._container = self._stream = None
 
 
-def _gif_durations_ms(num_frames: int, fps: float) -> list[int]:
-    """Per-frame GIF delays: GIF counts in centiseconds, so spread the rounding so that frame k
-    starts at ``round(100 k / fps)`` cs and the average rate is exactly ``fps`` (min 1 cs)."""
-    starts = [round(100 * k / fps) for k in range(num_frames + 1)]
-    return [10 * max(1, b - a) for a, b in zip(starts, starts[1:])]
+def _gif_delay_cs(index: int, fps: float) -> int:
+    """Delay of GIF frame ``index`` in centiseconds (GIF's unit): frame k starts at
+    ``round(100 k / fps)`` cs, so the rounding spreads out and the average rate is exactly ``fps``
+    (at least 1 cs per frame)."""
+    return max(1, round(100 * (index + 1) / fps) - round(100 * index / fps))
 
 
 def _gif_palette_frames(frames: np.ndarray) -> list[Image.Image]:
-    """Palette images for GIF: exact when the clip has at most 256 colours, else one adaptive
-    palette (median cut over a sample of frames) shared by all frames, with dithering."""
+    """Palette images for GIF: exact when ``frames`` have at most 256 colours, else one adaptive
+    palette (median cut over a sample of frames) shared by all of them, with dithering."""
     rgb = frames.astype(np.uint32)
     packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     colours = np.unique(packed)
@@ -671,18 +683,79 @@ def _gif_palette_frames(frames: np.ndarray) -> list[Image.Image]:
     ]
 
 
-def _write_gif(tmp: str, frames: np.ndarray, fps: float) -> None:
-    images = _gif_palette_frames(frames)
-    images[0].save(
-        tmp,
-        format="GIF",
-        save_all=True,
-        append_images=images[1:],
-        duration=_gif_durations_ms(len(images), fps),
-        loop=0,
-        optimize=False,
-        disposal=1,
-    )
+def _displayed_rgb(image: Image.Image) -> np.ndarray:
+    """The RGB a decoder shows for a palette image."""
+    palette = np.frombuffer(bytes(image.getpalette("RGB")), np.uint8).reshape(-1, 3)
+    return palette[np.asarray(image)]
+
+
+def _changed_box(before: np.ndarray, after: np.ndarray) -> tuple[int, int, int, int]:
+    """Smallest ``(left, top, right, bottom)`` box holding every pixel that differs; a 1x1 box at
+    the origin when none does (a GIF frame cannot be empty)."""
+    changed = np.any(before != after, axis=-1)
+    rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+    if rows.size == 0:
+        return 0, 0, 1, 1
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+class _GifEncoder:
+    """GIF89a written frame by frame, so memory does not grow with the length: each frame carries
+    its own colour table (its chunk's palette, see :func:`_gif_palette_frames`) and stores only the
+    rectangle that changed on screen since the previous frame ("do not dispose"), so a decoder shows
+    exactly the palette image of every frame and identical frames stay separate frames. The LZW
+    coding is Pillow's (``GifImagePlugin.getdata``)."""
+
+    def __init__(self, path: str, height: int, width: int, fps: float):
+        if max(height, width) > 0xFFFF:
+            raise ValueError(f"GIF frames are at most 65535 pixels wide and high, got {width}x{height}")
+        self._fps, self._index = fps, 0
+        self._shown: np.ndarray | None = None
+        self._file = open(path, "wb")
+        black_table = bytes(3 * 256)  # every frame has its own table; this one is never used
+        self._file.write(
+            b"GIF89a" + struct.pack("<HHBBB", width, height, 0xF7, 0, 0) + black_table
+            # NETSCAPE2.0 application extension: loop forever
+            + b"\x21\xff\x0bNETSCAPE2.0\x03\x01" + struct.pack("<H", 0) + b"\x00"
+        )
+
+    def encode(self, frames: np.ndarray) -> None:
+        for image in _gif_palette_frames(frames):
+            shown = _displayed_rgb(image)
+            box = (0, 0, *image.size) if self._shown is None else _changed_box(self._shown, shown)
+            delay_ms = 10 * _gif_delay_cs(self._index, self._fps)
+            for block in GifImagePlugin.getdata(image.crop(box), offset=box[:2], duration=delay_ms,
+                                                disposal=1, include_color_table=True):
+                self._file.write(block)
+            self._shown, self._index = shown, self._index + 1
+        self._file.flush()  # the chunk is on disk when write() returns
+
+    def finish(self) -> None:
+        """Write the trailer and close the file."""
+        self._file.write(b"\x3b")
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _PngFrames:
+    """Frames saved as numbered PNGs (``frame_00000.png``, ...) into ``directory`` as they come."""
+
+    def __init__(self, directory: str):
+        self._directory, self._index = directory, 0
+
+    def encode(self, frames: np.ndarray) -> None:
+        for frame in frames:
+            Image.fromarray(frame).save(os.path.join(self._directory, _PNG_FRAME_NAME.format(self._index)),
+                                        format="PNG")
+            self._index += 1
+
+    def finish(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _is_frame_folder(path: str) -> bool:
@@ -707,20 +780,9 @@ def write_frames_png(directory: str | os.PathLike, frames) -> str:
     Built in a temporary sibling folder and renamed into place. An existing ``directory`` is
     replaced only when it is empty or holds nothing but ``frame_*.png`` files.
     """
-    directory = os.fspath(directory).rstrip("/\\") or os.fspath(directory)
-    try:
-        frames = _as_frames(frames)
-    except (TypeError, ValueError) as err:
-        raise VideoWriteError(f"{directory}: invalid frames to write ({err})") from err
-    _check_png_destination(directory)
-    _prepare_destination(directory)
-    try:
-        with atomic_directory(directory) as tmp_dir:
-            for index, frame in enumerate(frames):
-                Image.fromarray(frame).save(os.path.join(tmp_dir, _PNG_FRAME_NAME.format(index)), format="PNG")
-    except (OSError, ValueError) as err:
-        raise VideoWriteError(f"{directory}: writing PNG frames failed ({err})") from err
-    return directory
+    with VideoWriter(os.path.join(os.fspath(directory), "")) as writer:  # a trailing separator: PNG frames
+        writer.write(frames)
+    return writer.path
 
 
 class VideoWriter:
@@ -734,11 +796,11 @@ class VideoWriter:
                                       num_frames=1025):
                 writer.write(chunk.frames)
 
-    H.264 files are encoded as the chunks come, so memory does not grow with the video's length;
-    a GIF (one palette for all frames) and a PNG folder keep the frames until the end. The file
-    appears at ``path`` only when the ``with`` block ends without an error, atomically like every
-    write here; after an error (in the block or in the encoder) nothing is left behind and an
-    older file at ``path`` is untouched. ``frames_written`` counts the frames so far.
+    Every format is encoded as the chunks come (H.264 frames, GIF frames, PNG files), so memory
+    does not grow with the video's length. The file (or folder) appears at ``path`` only when the
+    ``with`` block ends without an error, atomically like every write here; after an error (in the
+    block or in the encoder) nothing is left behind and an older file at ``path`` is untouched.
+    ``frames_written`` counts the frames so far.
 
     Raises:
         VideoWriteError: unsupported suffix, bad fps/crf, frames of another size than the first
@@ -760,7 +822,9 @@ class VideoWriter:
                 f"{raw_path}: unsupported suffix {suffix!r}; "
                 "use .mp4, .mov, .mkv, .gif, or a folder path for PNG frames"
             )
-        if self._kind != "png":
+        if self._kind == "png":
+            raw_path = raw_path.rstrip("/\\") or raw_path
+        else:
             if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
                 raise VideoWriteError(f"{raw_path}: fps must be a positive number, got {fps!r}")
             if not (isinstance(crf, int) and 0 <= crf <= 51):
@@ -769,18 +833,27 @@ class VideoWriter:
                 raise VideoWriteError(f"{raw_path}: is an existing directory; cannot write a {suffix} file there")
         self.path, self.frames_written = raw_path, 0
         self._suffix, self._fps, self._crf, self._preset = suffix, float(fps), crf, preset
-        self._buffer: list[np.ndarray] = []
         self._size: tuple[int, int] | None = None
-        self._encoder: _H264Encoder | None = None
+        self._encoder: _H264Encoder | _GifEncoder | _PngFrames | None = None
         self._stack: contextlib.ExitStack | None = None
         self._tmp = ""
 
     def __enter__(self) -> "VideoWriter":
+        if self._kind == "png":
+            _check_png_destination(self.path)
+        _prepare_destination(self.path)
         self._stack = contextlib.ExitStack()
-        if self._kind != "png":
-            _prepare_destination(self.path)
-            self._tmp = self._stack.enter_context(atomic_file(self.path))
+        atomic = atomic_directory if self._kind == "png" else atomic_file
+        self._tmp = self._stack.enter_context(atomic(self.path))
         return self
+
+    def _open_encoder(self, height: int, width: int) -> _H264Encoder | _GifEncoder | _PngFrames:
+        if self._kind == "h264":
+            return _H264Encoder(self._tmp, _H264_SUFFIXES[self._suffix], height, width, self._fps, self._crf,
+                                self._preset)
+        if self._kind == "gif":
+            return _GifEncoder(self._tmp, height, width, self._fps)
+        return _PngFrames(self._tmp)
 
     def write(self, frames) -> None:
         """Append frames: uint8 ``[n, H, W, 3]`` (numpy or torch) or a float video ``[3, n, H, W]``
@@ -796,53 +869,39 @@ class VideoWriter:
             raise VideoWriteError(f"{self.path}: frames of {size[0]}x{size[1]} after frames of "
                                   f"{self._size[0]}x{self._size[1]}; every chunk must have the same size")
         self._size = size
-        if self._kind == "h264":
-            try:
-                if self._encoder is None:
-                    self._encoder = _H264Encoder(self._tmp, _H264_SUFFIXES[self._suffix], *size, self._fps,
-                                                 self._crf, self._preset)
-                self._encoder.encode(array)
-            except (av.FFmpegError, OSError, ValueError, TypeError) as err:
-                raise self._failed(err) from err
-        else:
-            self._buffer.append(array)
+        try:
+            if self._encoder is None:
+                self._encoder = self._open_encoder(*size)
+            self._encoder.encode(array)
+        except (av.FFmpegError, OSError, ValueError, TypeError) as err:
+            raise self._failed(err) from err
         self.frames_written += len(array)
 
     def _failed(self, err: Exception) -> VideoWriteError:
-        return VideoWriteError(f"{self.path}: writing the {self._suffix} file failed ({err})")
-
-    def _finish(self) -> None:
-        if self.frames_written == 0:
-            raise VideoWriteError(f"{self.path}: no frames were written")
-        if self._kind == "png":
-            self.path = write_frames_png(self.path, np.concatenate(self._buffer))
-            return
-        try:
-            if self._kind == "gif":
-                _write_gif(self._tmp, np.concatenate(self._buffer), self._fps)
-            else:
-                self._encoder.finish()
-        except (av.FFmpegError, OSError, ValueError, TypeError) as err:
-            raise self._failed(err) from err
+        what = "PNG frames" if self._kind == "png" else f"the {self._suffix} file"
+        return VideoWriteError(f"{self.path}: writing {what} failed ({err})")
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         stack, self._stack = self._stack, None
-        error = None
-        if exc_type is None:
-            try:
-                self._finish()
-            except BaseException as err:
-                error = err
-        self._buffer = []
-        failure = exc if error is None else error
         encoder, self._encoder = self._encoder, None
+        failure = exc
+        if failure is None:
+            try:
+                if self.frames_written == 0:
+                    raise VideoWriteError(f"{self.path}: no frames were written")
+                try:
+                    encoder.finish()
+                except (av.FFmpegError, OSError, ValueError, TypeError) as err:
+                    raise self._failed(err) from err
+            except BaseException as err:
+                failure = err
         if failure is not None:
             if encoder is not None:
                 with contextlib.suppress(Exception):
                     encoder.close()
-            stack.__exit__(type(failure), failure, failure.__traceback__)  # removes the temporary file
-            if error is not None:
-                raise error
+            stack.__exit__(type(failure), failure, failure.__traceback__)  # removes the temporary output
+            if failure is not exc:
+                raise failure
             return False
         try:
             stack.close()  # sync, then rename onto the path
@@ -865,10 +924,10 @@ def write_video(
       0 lossless .. 51 worst, 18 is visually near-lossless). yuv420p needs even sizes, so an odd
       height/width is padded by one row/column repeating the edge pixels: such a file reads
       back one pixel larger, and ``frames[:, :H, :W]`` of it is the original frame area.
-    * ``.gif``: Pillow, loops forever, delays spread so that the average rate is exactly ``fps``
-      (GIF counts in 1/100 s). Exact colours when the clip has at most 256 colours, otherwise one
-      shared adaptive palette with dithering. Note: Pillow merges identical consecutive frames
-      into one longer frame, so such a GIF reads back with fewer frames (timing is preserved).
+    * ``.gif``: loops forever, delays spread so that the average rate is exactly ``fps`` (GIF
+      counts in 1/100 s). Exact colours when the clip (for :class:`VideoWriter`: the chunk) has at
+      most 256 colours, otherwise one adaptive palette per clip (chunk) with dithering. Every frame
+      is kept, identical ones too, and stores only the rectangle that changed.
     * no suffix, or a path ending in ``/``: a folder of PNG frames (see :func:`write_frames_png`).
 
     ``frames`` is uint8 ``[F, H, W, 3]`` (numpy or torch) or a float video ``[3, F, H, W]`` /
