@@ -473,3 +473,17 @@ def test_cli_writes_long_videos_window_by_window_and_keeps_the_old_file_on_error
     assert main([*args, "--overlap", "5"]) == 2  # fails when the first window is planned
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4", "long_sheet.png", "model"]
+
+
+def test_cli_writes_lossless_png_frames_beside_their_contact_sheet(pipe, tmp_path):
+    from vidiff.cli import main
+    from vidiff.video import read_frames_png
+
+    model = tmp_path / "model"
+    pipe.save_pretrained(model)
+    assert main(["generate", A, "--model", str(model), "--frames", "33", "--then", B, "--window", "5",
+                 "--out", str(tmp_path / "frames") + "/"]) == 0
+    whole = generate_long(pipe, prompts=[A, B], num_frames=33, window=5)
+    assert np.array_equal(read_frames_png(tmp_path / "frames"), whole.frames)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "frames_sheet.png", "model"]
+    assert main(["generate", A, "--model", str(model), "--out", str(tmp_path / "clip.avi")]) == 2

@@ -1,4 +1,4 @@
-"""`vidiff generate`: prompt (+ optional first frame) -> mp4/gif + contact sheet."""
+"""`vidiff generate`: prompt (+ optional first frame) -> mp4/gif/PNG frames + contact sheet."""
 
 from __future__ import annotations
 
@@ -44,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=float, help="frame rate of the written video (default: the model's)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="outputs/generate/video.mp4", help="output .mp4 or .gif (default: %(default)s)")
+    p.add_argument("--out", default="outputs/generate/video.mp4",
+                   help="output .mp4/.mov/.mkv (H.264), .gif, or a folder (e.g. frames/) for lossless PNG "
+                        "frames; the contact sheet goes beside it (default: %(default)s)")
     add_long_arguments(p)
     add_wan_arguments(p)
     p.set_defaults(handler=run)
@@ -80,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
     from vidiff.pipelines import VideoPipeline
     from vidiff.video import VideoReadError, VideoWriteError, VideoWriter
 
-    if not args.out.endswith((".mp4", ".gif")):
-        raise CLIError(f"--out {args.out}: must end in .mp4 or .gif")
+    png_folder = args.out.endswith(("/", os.sep)) or not os.path.splitext(args.out)[1]
+    if not png_folder and os.path.splitext(args.out)[1].lower() not in (".mp4", ".mov", ".mkv", ".gif"):
+        raise CLIError(f"--out {args.out}: must end in .mp4, .mov, .mkv or .gif, or be a folder for PNG frames")
     if args.prompt and args.prompt_option and args.prompt != args.prompt_option:
         raise CLIError("give the prompt once: positionally or with --prompt")
     args.prompt = args.prompt or args.prompt_option or DEFAULT_PROMPT
@@ -123,11 +126,11 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     for w in caught:
         print(f"vidiff: notice: {w.message}")
-    sheet = os.path.splitext(args.out)[0] + "_sheet.png"
+    sheet = (writer.path if png_folder else os.path.splitext(writer.path)[0]) + "_sheet.png"  # beside a folder
     labelled = writer.frames_written > len(sheet_frames)
     contact_sheet([f for _, f in sheet_frames], sheet, labels=[f"frame {i}" for i, _ in sheet_frames] if labelled else None)
     height, width = sheet_frames[0][1].shape[:2]
-    print(f"video: {args.out}")
+    print(f"video: {writer.path}" + ("/ (PNG frames)" if png_folder else ""))
     print(f"contact sheet: {sheet}" + (f" (one frame in {sheet_frames[1][0]})" if labelled else ""))
     print(f"{writer.frames_written} frames {width}x{height} in {seconds:.2f} s (generation and writing "
           f"{seconds - loaded:.2f} s)")
