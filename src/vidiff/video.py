@@ -17,7 +17,7 @@ Decisions worth knowing:
   written here read back consistently; the display rotation flag of phone videos is not applied.
 * Decoding and colour conversion run on the calling thread (no FFmpeg worker threads), so no
   PyAV object left over from a read can hang a process forked later (a DataLoader worker). Small
-  clips read faster so, 720p about 1.5x slower (``benchmarks/bench_read.py``).
+  clips read faster so, 720p about 1.5x slower (``benchmarks/bench_video_io.py``).
 * Writes are atomic (``vidiff.modelio.atomic_file`` / ``atomic_directory``): a temporary file
   (or folder) in the destination's directory, then a rename. After a failure no partial output
   is left behind.
@@ -78,6 +78,12 @@ _TEXT_CODECS = {"ansi", "bintext", "xbin", "idf"}
 _H264_SUFFIXES = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
 _PNG_FRAME_NAME = "frame_{:05d}.png"
+
+# x264's MB-tree rate control makes different bytes (and pixels) from the same frames on every
+# call here, even on one thread; without it the same frames always give the same file. It costs
+# size at a given crf, for a little more quality: +2.5% on a real 320x240 clip, +30-45% on
+# shapes-world clips (a few KB), both at +0.05-0.6 dB PSNR (``benchmarks/bench_video_io.py``).
+_X264_REPRODUCIBLE = {"x264-params": "mbtree=0"}
 
 # Reading decodes and converts colours on the calling thread. FFmpeg's worker threads belong to
 # the PyAV objects of a read (codec context, colour converter); if those outlive the read (an
@@ -621,7 +627,7 @@ class _H264Encoder:
             self._stream.width, self._stream.height = width + width % 2, height + height % 2
             self._stream.pix_fmt = "yuv420p"
             self._stream.codec_context.time_base = 1 / self._rate
-            self._stream.options = {"crf": str(crf), "preset": preset}
+            self._stream.options = {"crf": str(crf), "preset": preset, **_X264_REPRODUCIBLE}
             if container_format in ("mp4", "mov"):
                 self._container.options["movflags"] = "+faststart"
         except BaseException:
@@ -921,7 +927,8 @@ def write_video(
     """Write a video; the format follows the path. Returns the path written.
 
     * ``.mp4`` / ``.mov`` / ``.mkv``: H.264 (libx264, yuv420p, constant rate factor ``crf``:
-      0 lossless .. 51 worst, 18 is visually near-lossless). yuv420p needs even sizes, so an odd
+      0 lossless .. 51 worst, 18 is visually near-lossless); the same frames always give the same
+      bytes (x264's MB-tree rate control, which does not, is off). yuv420p needs even sizes, so an odd
       height/width is padded by one row/column repeating the edge pixels: such a file reads
       back one pixel larger, and ``frames[:, :H, :W]`` of it is the original frame area.
     * ``.gif``: loops forever, delays spread so that the average rate is exactly ``fps`` (GIF
