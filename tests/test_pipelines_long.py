@@ -475,7 +475,7 @@ def test_cli_writes_long_videos_window_by_window_and_keeps_the_old_file_on_error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4", "long_sheet.png", "model"]
 
 
-def test_cli_writes_lossless_png_frames_beside_their_contact_sheet(pipe, tmp_path):
+def test_cli_writes_lossless_png_frames_beside_their_contact_sheet(pipe, tmp_path, capsys):
     from vidiff.cli import main
     from vidiff.video import read_frames_png
 
@@ -487,3 +487,4 @@ def test_cli_writes_lossless_png_frames_beside_their_contact_sheet(pipe, tmp_pat
     assert np.array_equal(read_frames_png(tmp_path / "frames"), whole.frames)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "frames_sheet.png", "model"]
     assert main(["generate", A, "--model", str(model), "--out", str(tmp_path / "clip.avi")]) == 2
+    assert "--out " in capsys.readouterr().err

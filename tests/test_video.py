@@ -446,6 +446,16 @@ def test_write_rejects_unsupported_suffix_and_directory_target(tmp_path):
     assert listing(tmp_path) == ["taken.mp4"]
 
 
+def test_output_format_names_how_to_write_a_folder_with_a_dot(tmp_path):
+    assert [V.output_format(p) for p in ("a.MP4", "a.mov", "a.mkv", "a.gif", "frames", "run.v1/")] == \
+        ["h264", "h264", "h264", "gif", "png", "png"]
+    with pytest.raises(V.VideoWriteError, match=r"run\.v1: unsupported suffix '\.v1'.*e\.g\. .*run\.v1/\)"):
+        V.output_format(tmp_path / "run.v1")
+    clip = smooth_clip(3, 8, 8)
+    V.write_video(f"{tmp_path / 'run.v1'}/", clip)
+    assert np.array_equal(V.read_frames_png(tmp_path / "run.v1"), clip)
+
+
 def test_failed_write_leaves_previous_file_untouched_and_no_temp(tmp_path, monkeypatch):
     path = tmp_path / "keep.mp4"
     V.write_video(path, smooth_clip(4, 16, 16))

@@ -50,6 +50,7 @@ __all__ = [
     "VideoWriter",
     "contact_sheet",
     "fit_image",
+    "output_format",
     "frames_to_tensor",
     "image_to_array",
     "iter_frames",
@@ -791,6 +792,29 @@ def write_frames_png(directory: str | os.PathLike, frames) -> str:
     return writer.path
 
 
+def output_format(path: str | os.PathLike) -> str:
+    """What :class:`VideoWriter` writes at `path`: ``"h264"`` (.mp4, .mov, .mkv), ``"gif"``, or
+    ``"png"`` (a folder of PNG frames: a path with no suffix or ending in a separator).
+
+    Example: ``output_format("out/run.v1/")`` is ``"png"``; ``output_format("out/run.v1")`` raises.
+
+    Raises:
+        VideoWriteError: any other suffix (the message says how to name a folder with a dot).
+    """
+    raw_path = os.fspath(path)
+    suffix = os.path.splitext(raw_path)[1].lower()
+    if raw_path.endswith(("/", os.sep)) or suffix == "":
+        return "png"
+    if suffix == ".gif":
+        return "gif"
+    if suffix in _H264_SUFFIXES:
+        return "h264"
+    raise VideoWriteError(
+        f"{raw_path}: unsupported suffix {suffix!r}; use .mp4, .mov, .mkv, .gif, or a folder for PNG "
+        f"frames (end a folder name that has a dot with '/', e.g. {raw_path.rstrip(os.sep + '/')}/)"
+    )
+
+
 class VideoWriter:
     """Write a video as its frames arrive, chunk by chunk; the format follows the path as in
     :func:`write_video` (which is this class used for one chunk).
@@ -817,17 +841,7 @@ class VideoWriter:
     def __init__(self, path: str | os.PathLike, fps: float = 8.0, *, crf: int = 18, preset: str = "medium"):
         raw_path = os.fspath(path)
         suffix = os.path.splitext(raw_path)[1].lower()
-        if raw_path.endswith(("/", os.sep)) or suffix == "":
-            self._kind = "png"
-        elif suffix == ".gif":
-            self._kind = "gif"
-        elif suffix in _H264_SUFFIXES:
-            self._kind = "h264"
-        else:
-            raise VideoWriteError(
-                f"{raw_path}: unsupported suffix {suffix!r}; "
-                "use .mp4, .mov, .mkv, .gif, or a folder path for PNG frames"
-            )
+        self._kind = output_format(raw_path)
         if self._kind == "png":
             raw_path = raw_path.rstrip("/\\") or raw_path
         else:

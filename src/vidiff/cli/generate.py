@@ -80,11 +80,12 @@ def run(args: argparse.Namespace) -> int:
 
     from vidiff.contact_sheet import contact_sheet, sheet_frame_indices
     from vidiff.pipelines import VideoPipeline
-    from vidiff.video import VideoReadError, VideoWriteError, VideoWriter
+    from vidiff.video import VideoReadError, VideoWriteError, VideoWriter, output_format
 
-    png_folder = args.out.endswith(("/", os.sep)) or not os.path.splitext(args.out)[1]
-    if not png_folder and os.path.splitext(args.out)[1].lower() not in (".mp4", ".mov", ".mkv", ".gif"):
-        raise CLIError(f"--out {args.out}: must end in .mp4, .mov, .mkv or .gif, or be a folder for PNG frames")
+    try:  # before the model loads
+        png_folder = output_format(args.out) == "png"
+    except VideoWriteError as err:
+        raise CLIError(f"--out {err}") from None
     if args.prompt and args.prompt_option and args.prompt != args.prompt_option:
         raise CLIError("give the prompt once: positionally or with --prompt")
     args.prompt = args.prompt or args.prompt_option or DEFAULT_PROMPT
