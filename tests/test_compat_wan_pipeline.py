@@ -358,6 +358,8 @@ def test_vidiff_generate_runs_a_wan_folder(wan_dirs, tmp_path, capsys):
                  "--steps", "2", "--out", str(out)])
     assert code == 0 and out.is_file() and (tmp_path / "wan_sheet.png").is_file()
     assert "9 frames 32x32" in capsys.readouterr().out
+    record = json.loads((tmp_path / "wan.mp4.json").read_text())
+    assert (record["frames"], record["arguments"]["steps"], record["long"]) == (9, 2, None)
 
 
 def test_wan_t5_conversion_lists_bad_keys(wan_dirs):

@@ -468,11 +468,47 @@ def test_cli_writes_long_videos_window_by_window_and_keeps_the_old_file_on_error
     args = ["generate", A, "--model", str(model), "--frames", "33", "--then", B, "--window", "5", "--out", str(out)]
     assert main(args) == 0
     assert probe_video(out).num_frames == 33
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4", "long_sheet.png", "model"]
-    before = out.read_bytes()
+    listing = ["long.mp4", "long.mp4.json", "long_sheet.png", "model"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing
+    before, record = out.read_bytes(), (tmp_path / "long.mp4.json").read_bytes()
     assert main([*args, "--overlap", "5"]) == 2  # fails when the first window is planned
-    assert out.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4", "long_sheet.png", "model"]
+    assert out.read_bytes() == before and (tmp_path / "long.mp4.json").read_bytes() == record
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing
+
+
+def test_generation_record_holds_the_windows_and_eval_measures_seams_there(pipe, tmp_path, capsys):
+    import json
+
+    from vidiff.cli import main
+    from vidiff.video import read_video
+
+    model = tmp_path / "model"
+    pipe.save_pretrained(model)
+    out, report = tmp_path / "long.mp4", tmp_path / "metrics.json"
+    assert main(["generate", A, "--model", str(model), "--frames", "33", "--then", B, "--window", "5",
+                 "--seed", "3", "--out", str(out)]) == 0
+    record = json.loads((tmp_path / "long.mp4.json").read_text())
+    whole = generate_long(pipe, prompts=[A, B], num_frames=33, window=5, seed=3)
+    assert record["long"]["boundaries"] == whole.boundaries == [9, 17, 25]
+    assert [(w["first_frame"], w["end_frame"], w["prompt"]) for w in record["long"]["windows"]] == \
+        [(w.first_frame, w.end_frame, w.prompt) for w in whole.windows]
+    assert record["long"]["prompt_segments"][1] == {"prompt": B, "start": 16, "end": 33}
+    assert (record["frames"], record["arguments"]["seed"], record["arguments"]["then"]) == (33, 3, [B])
+    assert record["arguments"]["model"] == str(model) and record["scheduler"]["num_inference_steps"] == 2
+
+    assert main(["eval", "video", str(out), "--seams", "--json", str(report)]) == 0
+    seams = json.loads(report.read_text())["videos"][0]["seams"]
+    expected = boundary_change_ratio(read_video(out), [9, 17, 25])
+    assert seams["boundaries"] == [9, 17, 25] and seams["ratio"] == pytest.approx(expected["ratio"])
+    assert main(["eval", "video", str(out), "--boundaries", "9,17", "--max-frames", "12", "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["videos"][0]["seams"]["boundaries"] == [9]
+
+    short = tmp_path / "short.mp4"
+    assert main(["generate", A, "--model", str(model), "--out", str(short)]) == 0
+    assert json.loads((tmp_path / "short.mp4.json").read_text())["long"] is None
+    capsys.readouterr()
+    assert main(["eval", "video", str(short), "--seams"]) == 2
+    assert "short.mp4.json: " in capsys.readouterr().err
 
 
 def test_cli_writes_lossless_png_frames_beside_their_contact_sheet(pipe, tmp_path, capsys):
@@ -485,6 +521,6 @@ def test_cli_writes_lossless_png_frames_beside_their_contact_sheet(pipe, tmp_pat
                  "--out", str(tmp_path / "frames") + "/"]) == 0
     whole = generate_long(pipe, prompts=[A, B], num_frames=33, window=5)
     assert np.array_equal(read_frames_png(tmp_path / "frames"), whole.frames)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "frames_sheet.png", "model"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "frames.json", "frames_sheet.png", "model"]
     assert main(["generate", A, "--model", str(model), "--out", str(tmp_path / "clip.avi")]) == 2
     assert "--out " in capsys.readouterr().err

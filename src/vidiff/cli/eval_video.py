@@ -23,8 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="temporal metrics of any video: warping error, flicker, smoothness, dynamics",
         description="Measure temporal coherence of video files with optical flow (OpenCV DIS):\n"
         "warping error (Lai et al. 2018, lower is better), VBench temporal flicker and motion\n"
-        "smoothness (higher is better), dynamic degree (1 = moving) and mean frame-to-frame PSNR.\n\n"
-        "Example: vidiff eval video a.mp4 b.mp4 --json metrics.json",
+        "smoothness (higher is better), dynamic degree (1 = moving) and mean frame-to-frame PSNR.\n"
+        "With --seams (or --boundaries), also the seams of a long video made in windows: the mean and\n"
+        "largest frame-to-frame change at the window boundaries over the median change elsewhere\n"
+        "(1 = no visible seam).\n\n"
+        "Examples:\n"
+        "  vidiff eval video a.mp4 b.mp4 --json metrics.json\n"
+        "  vidiff eval video long.mp4 --seams          (boundaries from long.mp4.json, by vidiff generate)\n"
+        "  vidiff eval video other.mp4 --boundaries 17,33,49",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="video files (mp4, gif, webm, ...)")
@@ -35,7 +41,63 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--flow-preset", choices=("ultrafast", "fast", "medium"), default="medium",
         help="OpenCV DIS preset for the optical flow (default: medium)",
     )
+    seams = p.add_mutually_exclusive_group()
+    seams.add_argument("--seams", action="store_true",
+                       help="also measure seams at the window boundaries in the record `vidiff generate` wrote "
+                            "beside each video (<video>.json)")
+    seams.add_argument("--boundaries", type=_frame_list, metavar="B1,B2,...",
+                       help="also measure seams at these frames (each the first frame of a new window)")
     p.set_defaults(handler=run)
+
+
+def _frame_list(text: str) -> list[int]:
+    try:
+        frames = [int(b) for b in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected frame numbers separated by commas, e.g. 17,33") from None
+    if any(b < 1 for b in frames):
+        raise argparse.ArgumentTypeError(f"{text!r}: boundaries are frames >= 1 (a new window's first frame)")
+    return frames
+
+
+def recorded_boundaries(video: str) -> list[int]:
+    """The window boundaries of a long video from the record `vidiff generate` wrote beside it."""
+    import json
+
+    path = video + ".json"
+    if not os.path.isfile(path):
+        raise CLIError(f"{path}: no generation record beside {video} (vidiff generate writes one); "
+                       "give the window boundaries with --boundaries")
+    try:
+        with open(path) as f:
+            long = json.load(f).get("long")
+    except (OSError, ValueError, AttributeError) as err:
+        raise CLIError(f"{path}: not a generation record ({err})") from None
+    if not long or not long.get("boundaries"):
+        raise CLIError(f"{path}: {video} was generated in one window, so it has no window boundaries")
+    return [int(b) for b in long["boundaries"]]
+
+
+_SEAM_COLUMNS = (("seams.ratio", "seams", "{:.2f}"), ("seams.max_ratio", "seam max", "{:.2f}"))
+
+
+def _cell(result: dict, key: str, fmt: str) -> str:
+    value = result
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return "-" if value is None else fmt.format(value)
+
+
+def _seams(path: str, frames, boundaries: list[int], max_frames: int | None) -> dict:
+    """Seam ratios (`vidiff.metrics.seams.boundary_change_ratio`) at the boundaries inside the
+    frames read; with --max-frames the later ones are left out, otherwise they are an error."""
+    from vidiff.metrics.seams import boundary_change_ratio
+
+    inside = [b for b in boundaries if b < len(frames)]
+    if max_frames is None and len(inside) < len(boundaries):
+        raise CLIError(f"{path}: has {len(frames)} frames, but the window boundaries reach frame {max(boundaries)}")
+    seams = boundary_change_ratio(frames, inside) if inside else {"ratio": None, "max_ratio": None}
+    return {"boundaries": inside, **seams}
 
 
 def _write_json_atomic(path: str, payload: dict) -> None:
@@ -55,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--max-frames {args.max_frames}: the metrics need at least 3 frames")
     if args.fps is not None and not args.fps > 0:
         raise CLIError(f"--fps {args.fps}: must be positive")
+    if args.fps is not None and (args.seams or args.boundaries):
+        raise CLIError("--fps resamples the frames, so window boundaries no longer apply; measure seams without it")
     if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
         raise CLIError(f"--json {args.json}: directory {os.path.dirname(os.path.abspath(args.json))} does not exist")
     # Check every input before the slow part, so a typo in the last path fails at once.
@@ -64,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         except VideoReadError as err:
             raise CLIError(str(err)) from None
 
+    boundaries = {path: recorded_boundaries(path) if args.seams else args.boundaries for path in args.paths}
     results = []
     for path in args.paths:
         try:
@@ -76,13 +141,16 @@ def run(args: argparse.Namespace) -> int:
             metrics = evaluate_video(frames, preset=args.flow_preset)
         except ValueError as err:  # e.g. frames too small for optical flow
             raise CLIError(f"{path}: {err}") from None
+        if boundaries[path]:
+            metrics["seams"] = _seams(path, frames, boundaries[path], args.max_frames)
         results.append({"path": path, **metrics})
 
+    columns = _COLUMNS + (_SEAM_COLUMNS if any(boundaries.values()) else ())
     width = max(len(r["path"]) for r in results)
-    header = f"{'video':<{width}}  " + "  ".join(f"{title:>9}" for _, title, _ in _COLUMNS)
+    header = f"{'video':<{width}}  " + "  ".join(f"{title:>9}" for _, title, _ in columns)
     print(header)
     for r in results:
-        cells = "  ".join(f"{fmt.format(r[key]):>9}" for key, _, fmt in _COLUMNS)
+        cells = "  ".join(f"{_cell(r, key, fmt):>9}" for key, _, fmt in columns)
         print(f"{r['path']:<{width}}  {cells}")
     if args.json:
         _write_json_atomic(args.json, {"videos": results})

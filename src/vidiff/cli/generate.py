@@ -72,6 +72,48 @@ def load_pipeline(model: str | None, device: str = "cpu", args: argparse.Namespa
         raise CLIError(str(err)) from err
 
 
+def generation_record(args: argparse.Namespace, pipe, writer, *, width: int, height: int, seconds: float,
+                      windows: list) -> dict:
+    """What `vidiff generate` writes beside a video as `<out>.json`: how to make it again (every
+    argument, the model folder, the pipeline's scheduler defaults) and, for a long video, its
+    prompt segments, its windows and `boundaries` (the first frame of each window after the first;
+    `vidiff eval video --seams` measures the change there)."""
+    from dataclasses import asdict, is_dataclass
+
+    import vidiff
+    from vidiff.machine import machine_info
+
+    arguments = {k: v for k, v in vars(args).items() if k not in ("handler", "prompt_option")}
+    arguments["model"] = os.path.abspath(args.model or shipped_model_dir())
+    record = {
+        "vidiff": vidiff.__version__, "video": os.path.abspath(writer.path), "frames": writer.frames_written,
+        "height": height, "width": width, "fps": args.fps or pipe.config.fps, "seconds": seconds,
+        "arguments": arguments,
+        "scheduler": asdict(pipe.scheduler) if is_dataclass(getattr(pipe, "scheduler", None)) else None,
+        "long": None, "machine": machine_info(args.device),
+    }
+    if windows:
+        from vidiff.pipelines.long import prompt_schedule
+
+        record["long"] = {
+            "mode": args.long_mode or "window",
+            "prompt_segments": [asdict(s) for s in prompt_schedule([args.prompt, *args.then], writer.frames_written)],
+            "windows": [asdict(w) for w in windows],
+            "boundaries": [w.first_frame for w in windows[1:]],
+        }
+    return record
+
+
+def write_record(path: str, record: dict) -> None:
+    """Write the generation record atomically; a failure names the file."""
+    from vidiff.modelio import write_json
+
+    try:
+        write_json(path, record)
+    except OSError as err:
+        raise CLIError(f"{path}: cannot write the generation record ({err})") from err
+
+
 def run(args: argparse.Namespace) -> int:
     import time
     import warnings
@@ -93,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args.model, args.device, args)
     loaded = time.perf_counter() - start
     sheet_frames: list = []
+    windows: list = []  # the long video's WindowInfos, for its record
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -106,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
                     with tqdm(total=total, unit="frame", desc="long video", leave=False, disable=None) as bar:
                         for chunk in run_long(args, pipe, total):
                             writer.write(chunk.frames)
+                            windows.append(chunk.info)
                             sheet_frames += [(chunk.start + i, f.copy()) for i, f in enumerate(chunk.frames)
                                              if chunk.start + i in shown]
                             bar.update(len(chunk.frames))
@@ -131,8 +175,12 @@ def run(args: argparse.Namespace) -> int:
     labelled = writer.frames_written > len(sheet_frames)
     contact_sheet([f for _, f in sheet_frames], sheet, labels=[f"frame {i}" for i, _ in sheet_frames] if labelled else None)
     height, width = sheet_frames[0][1].shape[:2]
+    record = writer.path + ".json"
+    write_record(record, generation_record(args, pipe, writer, width=width, height=height, seconds=seconds,
+                                           windows=windows))
     print(f"video: {writer.path}" + ("/ (PNG frames)" if png_folder else ""))
     print(f"contact sheet: {sheet}" + (f" (one frame in {sheet_frames[1][0]})" if labelled else ""))
+    print(f"record: {record} (the arguments, the model and, for a long video, its windows)")
     print(f"{writer.frames_written} frames {width}x{height} in {seconds:.2f} s (generation and writing "
           f"{seconds - loaded:.2f} s)")
     return 0
