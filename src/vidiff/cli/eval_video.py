@@ -137,13 +137,12 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(str(err)) from None
         if frames.shape[0] < 3:
             raise CLIError(f"{path}: has {frames.shape[0]} frames; the metrics need at least 3")
+        seams = {"seams": _seams(path, frames, boundaries[path], args.max_frames)} if boundaries[path] else {}
         try:
             metrics = evaluate_video(frames, preset=args.flow_preset)
         except ValueError as err:  # e.g. frames too small for optical flow
             raise CLIError(f"{path}: {err}") from None
-        if boundaries[path]:
-            metrics["seams"] = _seams(path, frames, boundaries[path], args.max_frames)
-        results.append({"path": path, **metrics})
+        results.append({"path": path, **metrics, **seams})
 
     columns = _COLUMNS + (_SEAM_COLUMNS if any(boundaries.values()) else ())
     width = max(len(r["path"]) for r in results)
