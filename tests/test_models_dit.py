@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from vidiff.models.conditioning import Conditioning
-from vidiff.models.dit import DiTConfig, VideoDiT
+from vidiff.models.dit import DiTConfig, KVCache, VideoDiT
 from vidiff.models.growth import expand_depth, zero_residual_branches
 
 
@@ -50,6 +50,35 @@ def test_causal_mode_earlier_frames_never_change(k):
             out = model(xx, tt, cond)
             assert torch.equal(out[:, :, :k], base[:, :, :k])
             assert (out[:, :, k:] - base[:, :, k:]).abs().amax(dim=(0, 1, 3, 4)).min() > 1e-6
+
+
+@pytest.mark.parametrize("past_frames,patch_t", [(1, 1), (3, 1), (2, 2)])
+def test_kv_cache_forward_equals_the_full_causal_forward(past_frames, patch_t):
+    """The model on the frames after a cache of [0, past) equals the tail of the model on all
+    frames with the past at t = 0, and a forward with the cache leaves it unchanged."""
+    model = tiny("causal", patch_size=(patch_t, 2, 2))
+    x, t, cond = inputs(f=4 + past_frames * patch_t)
+    p = past_frames * patch_t
+    t_frames = torch.cat([torch.zeros(2, p, dtype=t.dtype), t[:, None].repeat(1, x.shape[2] - p)], dim=1)
+    cache = KVCache.for_model(model)
+    with torch.no_grad():
+        full = model(x, t_frames, cond)
+        model(x[:, :, :p], torch.zeros(2, dtype=t.dtype), cond, kv_cache=cache)
+        cache.append(frames=past_frames)
+        keys = [layer.keys.clone() for layer in cache.layers]
+        out = model(x[:, :, p:], t, cond, kv_cache=cache)
+        cache.discard()
+    assert torch.allclose(out, full[:, :, p:], atol=1e-12, rtol=0)
+    assert cache.position == past_frames and all(torch.equal(a, b.keys) for a, b in zip(keys, cache.layers))
+    assert cache.cached_tokens == past_frames * 4
+
+
+def test_kv_cache_needs_a_causal_model_of_the_same_depth():
+    x, t, cond = inputs()
+    with pytest.raises(ValueError, match="kv_cache needs attention='causal'"):
+        tiny("full")(x, t, cond, kv_cache=KVCache.for_model(tiny("full")))
+    with pytest.raises(ValueError, match="one layer per block"):
+        tiny("causal")(x, t, cond, kv_cache=KVCache.for_model(tiny("causal", num_layers=3)))
 
 
 def test_spatial_mode_changes_only_the_changed_frame():

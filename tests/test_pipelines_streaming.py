@@ -95,9 +95,9 @@ def test_cache_is_bounded_and_positions_keep_counting():
     xs = torch.randn(6, 1, 4, 1, 8, 8)
     for i in range(6):
         stream.commit(xs[i])
-        assert stream.keys[0].shape[2] == min(i + 1, 3) * 16 and stream.position == i + 1
+        assert stream.cache.layers[0].keys.shape[2] == min(i + 1, 3) * 16 and stream.cache.position == i + 1
     fresh = CausalDiTStream(model)
-    fresh.position = 3
+    fresh.cache.position = 3
     for i in range(3, 6):
         fresh.commit(xs[i])
     t = torch.full((1,), 0.5)
@@ -109,7 +109,7 @@ def test_cache_is_bounded_and_positions_keep_counting():
         shifted.commit(xs[i])
     assert torch.allclose(stream.stream(x, t), shifted.stream(x, t), atol=1e-5)
     # ... but a gap between the cached frames and the queries changes the prediction
-    shifted.position += 4
+    shifted.cache.position += 4
     assert not torch.allclose(stream.stream(x, t), shifted.stream(x, t), atol=1e-4)
 
 

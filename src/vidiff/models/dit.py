@@ -33,6 +33,12 @@ the per-frame baseline, whose frames never influence each other); "factorized" a
 Spatial attention uses the RoPE table of one frame and temporal attention that of one position;
 since scores depend only on relative positions, this equals slicing the 3D table.
 
+Causal streaming: in "causal" mode `model(x_t, t, cond, kv_cache=cache)` runs on the latent
+frames after the `cache.position` frames already generated, attending to their cached keys and
+values (`KVCache`); RoPE positions continue from `cache.position`. With block-causal attention
+finished frames never see later ones, so their keys/values are fixed once computed, and this
+equals the model on `[cached frames; x_t]` (`vidiff.pipelines.streaming`).
+
 Cross-attention masks padded text keys with `cond.text_mask` (True = real token); a None mask
 attends to every token, which reproduces Wan. `cond.text=None` skips cross-attention
 (image tokens included): the unconditional branch then sees no text at all.
@@ -40,7 +46,7 @@ attends to every token, which reproduces Wan. `cond.text=None` skips cross-atten
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +56,7 @@ from torch.utils.checkpoint import checkpoint
 from vidiff.config import dataclass_from_dict
 from vidiff.models.conditioning import Conditioning
 from vidiff.nn.adaln import ModulationTable, ada_layer_norm
-from vidiff.nn.attention import CrossAttention, SelfAttention, block_causal_mask
+from vidiff.nn.attention import CrossAttention, LayerKVCache, SelfAttention, block_causal_mask
 from vidiff.nn.embeddings import (
     ImageTokenProjection,
     PatchEmbed3D,
@@ -150,6 +156,49 @@ class DiTConfig:
         return d
 
 
+@dataclass
+class KVCache:
+    """What a causal VideoDiT keeps of the latent frames already generated: each block's
+    `LayerKVCache`, and `position`, the token frames so far (the RoPE offset of the next ones).
+
+    `model(x_t, t, cond, kv_cache=cache)` attends to the cache and changes none of it;
+    `cache.append(frames)` then adds that forward's keys/values (run it on finished frames, at
+    t = 0) and advances `position` by `frames` token frames.
+
+        cache = KVCache.for_model(model)
+        model(clean_chunk, torch.zeros(b), cond, kv_cache=cache); cache.append(frames=chunk_frames)
+        prediction = model(x_t, t, cond, kv_cache=cache)   # the next chunk
+    """
+
+    layers: list[LayerKVCache] = field(default_factory=list)
+    position: int = 0
+
+    @classmethod
+    def for_model(cls, model: "VideoDiT") -> "KVCache":
+        """An empty cache with one layer per block of `model`."""
+        return cls([LayerKVCache() for _ in model.blocks])
+
+    @property
+    def cached_tokens(self) -> int:
+        return self.layers[0].length if self.layers else 0
+
+    def append(self, frames: int) -> None:
+        """Add the last forward's keys/values; they were `frames` token frames."""
+        for layer in self.layers:
+            layer.append()
+        self.position += frames
+
+    def discard(self) -> None:
+        """Drop the last forward's keys/values (a prediction for frames not yet final)."""
+        for layer in self.layers:
+            layer.new = None
+
+    def keep_last(self, tokens: int) -> None:
+        """Evict all but the last `tokens` cached tokens of every layer (`position` keeps counting)."""
+        for layer in self.layers:
+            layer.keep_last(tokens)
+
+
 class DiTBlock(nn.Module):
     """One transformer block; see the module docstring for the layout of each attention mode."""
 
@@ -167,8 +216,10 @@ class DiTBlock(nn.Module):
         self.ffn = MLP(d, cfg.ffn_dim, act="gelu_tanh")
 
     def forward(self, x: Tensor, mod: Tensor, grid: tuple[int, int, int], pos: dict,
-                text: Tensor | None = None, text_mask: Tensor | None = None, image: Tensor | None = None) -> Tensor:
-        """x [B, N, dim]; mod [B, G, n, dim] with G = 1 or frames; pos from VideoDiT.positions."""
+                text: Tensor | None = None, text_mask: Tensor | None = None, image: Tensor | None = None,
+                kv: LayerKVCache | None = None) -> Tensor:
+        """x [B, N, dim]; mod [B, G, n, dim] with G = 1 or frames; pos from VideoDiT.positions;
+        kv: cached keys/values of earlier frames (causal mode)."""
         b, n, d = x.shape
         g = mod.shape[1]
         m = self.modulation(mod)
@@ -183,7 +234,7 @@ class DiTBlock(nn.Module):
         if self.mode == "full":
             h = self.self_attn(adaln(x, m[0], m[1]), pos["rope"])
         elif self.mode == "causal":
-            h = self.self_attn(adaln(x, m[0], m[1]), pos["rope"], pos["causal_mask"])
+            h = self.self_attn(adaln(x, m[0], m[1]), pos["rope"], pos["causal_mask"], kv)
         else:  # spatial / factorized: attention within each frame
             h = self.self_attn(adaln(x, m[0], m[1]).view(b * f, hh * ww, d), pos["rope_space"]).view(b, n, d)
         x = residual(x, h, m[2])
@@ -287,14 +338,20 @@ class VideoDiT(nn.Module):
             return t[:, :: self.config.patch_size[0]]
         raise ValueError(f"timestep t has shape {tuple(t.shape)}, expected [{batch}] or [{batch}, {frames}]")
 
-    def positions(self, grid: tuple[int, int, int], device) -> dict:
-        """RoPE tables (and the block-causal mask) this config's attention mode needs for `grid`."""
+    def positions(self, grid: tuple[int, int, int], device, kv_cache: KVCache | None = None) -> dict:
+        """RoPE tables (and the block-causal mask) this config's attention mode needs for `grid`;
+        with a `kv_cache`, frame positions start at `kv_cache.position` and the mask lets every
+        token see the cached ones."""
         cfg, (f, h, w) = self.config, grid
         hd, theta = cfg.head_dim, cfg.rope_theta
         if cfg.attention in ("full", "causal"):
-            pos = {"rope": rope_3d(grid, hd, theta, device=device)}
+            offset = (kv_cache.position if kv_cache is not None else 0, 0, 0)
+            pos = {"rope": rope_3d(grid, hd, theta, offset=offset, device=device)}
             if cfg.attention == "causal":
-                pos["causal_mask"] = block_causal_mask(f, h * w, device=device)
+                mask = block_causal_mask(f, h * w, device=device)
+                if kv_cache is not None and kv_cache.cached_tokens:
+                    mask = torch.cat([mask.new_ones(f * h * w, kv_cache.cached_tokens), mask], dim=1)
+                pos["causal_mask"] = mask
             return pos
         pos = {"rope_space": rope_3d((1, h, w), hd, theta, device=device)}
         if cfg.attention == "factorized":
@@ -303,8 +360,12 @@ class VideoDiT(nn.Module):
 
     # -- forward ----------------------------------------------------------------------------------
 
-    def forward(self, x_t: Tensor, t: Tensor, cond: Conditioning | None = None) -> Tensor:
+    def forward(self, x_t: Tensor, t: Tensor, cond: Conditioning | None = None, *,
+                kv_cache: KVCache | None = None) -> Tensor:
         cfg = self.config
+        if kv_cache is not None and (cfg.attention != "causal" or len(kv_cache.layers) != len(self.blocks)):
+            raise ValueError(f"kv_cache needs attention='causal' (got {cfg.attention!r}) and one layer per block "
+                             f"({len(self.blocks)}, got {len(kv_cache.layers)}); make it with KVCache.for_model")
         cond = Conditioning() if cond is None else cond
         x = self.build_input(x_t, cond)
         b, _, f, _, _ = x.shape
@@ -331,13 +392,14 @@ class VideoDiT(nn.Module):
                 raise ValueError("cond.image_tokens given but the config has no image_dim")
             image = self.image_proj(cond.image_tokens.to(tokens.dtype))
 
-        pos = self.positions(grid, x.device)
+        pos = self.positions(grid, x.device, kv_cache)
         h = tokens
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            kv = kv_cache.layers[i] if kv_cache is not None else None
             if self.gradient_checkpointing and torch.is_grad_enabled():
-                h = checkpoint(block, h, mod, grid, pos, text, text_mask, image, use_reentrant=False)
+                h = checkpoint(block, h, mod, grid, pos, text, text_mask, image, kv, use_reentrant=False)
             else:
-                h = block(h, mod, grid, pos, text, text_mask, image)
+                h = block(h, mod, grid, pos, text, text_mask, image, kv)
 
         g, n = temb.shape[1], h.shape[1]
         shift, scale = self.head_modulation(temb.unsqueeze(-2).expand(b, g, 2, cfg.dim))

@@ -14,6 +14,8 @@ path handles that case explicitly, so an all-padding caption means "no text".
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -61,15 +63,60 @@ def _merge_heads(x: Tensor) -> Tensor:
     return x.transpose(1, 2).flatten(2)
 
 
+@dataclass
+class LayerKVCache:
+    """Keys and values of earlier tokens for one self-attention layer, `[B, heads, N_past, head_dim]`
+    (None: nothing cached yet), for streaming generation.
+
+    A `SelfAttention.forward` given the cache attends to `[cached keys; its own keys]` (its mask
+    must cover both) and leaves its own keys/values in `new`; `append` adds them once they are
+    final (e.g. a finished chunk), so a forward on tokens that are still being denoised does not
+    change the cache.
+    """
+
+    keys: Tensor | None = None
+    values: Tensor | None = None
+    new: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def length(self) -> int:
+        """Cached tokens."""
+        return 0 if self.keys is None else self.keys.shape[2]
+
+    def extend(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """`[cached; k]`, `[cached; v]` along the tokens; records `new = (k, v)`."""
+        self.new = (k, v)
+        if self.keys is None:
+            return k, v
+        if self.keys.shape[0] != k.shape[0]:
+            raise ValueError(f"batch {k.shape[0]} does not match the key/value cache's batch {self.keys.shape[0]}")
+        return torch.cat([self.keys, k], dim=2), torch.cat([self.values, v], dim=2)
+
+    def append(self) -> None:
+        """Add the last forward's keys/values to the cache."""
+        if self.new is None:
+            raise RuntimeError("nothing to append: no forward has run with this cache since the last append")
+        k, v = self.new
+        self.keys, self.values = self.extend(k, v)
+        self.new = None
+
+    def keep_last(self, tokens: int) -> None:
+        """Evict all but the last `tokens` cached tokens."""
+        if self.keys is not None and self.keys.shape[2] > tokens:
+            self.keys, self.values = self.keys[:, :, -tokens:], self.values[:, :, -tokens:]
+
+
 class SelfAttention(nn.Module):
     """Self-attention with a fused q/k/v projection, optional RMS-normalised q and k, and RoPE.
 
     q and k are RMS-normalised over the full projected width (across heads) before the head split,
     as in Wan 2.1. Parameters: `to_qkv` (dim -> 3*dim, [q; k; v] rows), `norm_q`, `norm_k`, `to_out`.
 
-    forward(x [B, N, dim], rope=(cos, sin) [N, head_dim/2] or None, mask=None) -> [B, N, dim]
+    forward(x [B, N, dim], rope=(cos, sin) [N, head_dim/2] or None, mask=None, cache=None) -> [B, N, dim]
     Callers that attend within groups (one frame, one spatial position) reshape x to
-    [B * groups, group_len, dim] and pass the matching RoPE table.
+    [B * groups, group_len, dim] and pass the matching RoPE table. With a `LayerKVCache` the
+    queries also attend to its cached keys (already rotated by their own positions), with a mask
+    of shape [N, N_past + N].
     """
 
     def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, eps: float = 1e-6):
@@ -82,12 +129,15 @@ class SelfAttention(nn.Module):
         self.norm_k = RMSNorm(dim, eps) if qk_norm else nn.Identity()
         self.to_out = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None, mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None, mask: Tensor | None = None,
+                cache: LayerKVCache | None = None) -> Tensor:
         q, k, v = self.to_qkv(x).chunk(3, dim=-1)
         q, k = self.norm_q(q), self.norm_k(k)
         q, k, v = (_split_heads(t, self.num_heads) for t in (q, k, v))
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if cache is not None:
+            k, v = cache.extend(k, v)
         return self.to_out(_merge_heads(dot_product_attention(q, k, v, mask)))
 
 

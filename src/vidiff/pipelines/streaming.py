@@ -6,20 +6,16 @@ states of finished frames (clean, t = 0) do not depend on what comes after them:
 their keys and values are the same at every sampling step of every later chunk. They are
 computed once, when a chunk is finished (`CausalDiTStream.commit`: one forward of the clean
 chunk at t = 0, given as conditioning frames exactly as `VideoPipeline` holds given frames), and
-a new chunk's forward attends to `[cached keys; its own keys]`. This equals running the model on
-`[all past frames held clean; the chunk]` at every step (tested), at the cost of the chunk alone.
+a new chunk's forward attends to `[cached keys; its own keys]` (`VideoDiT(..., kv_cache=...)`).
+This equals running the model on `[all past frames held clean; the chunk]` at every step
+(tested), at the cost of the chunk alone.
 
-RoPE: the chunk's tokens take frame positions after the cached ones (`rope_3d(..., offset)`);
-cached keys keep the rotation of their own positions. Scores depend only on position
-differences, so evicting old frames (`max_cache_frames`) keeps the rest valid; with eviction
-the result is the usual rolling-cache approximation (a kept frame's keys were computed while the
-evicted frames were still visible), and memory stays flat. Without eviction the cache grows by
-one frame's keys/values per layer per latent frame.
-
-This module reaches into VideoDiT's blocks (the same parameters, the same arithmetic as
-`DiTBlock.forward` for the causal mode) because VideoDiT has no cache hook; a hook
-`forward(..., kv_cache=None, frame_offset=0)` in `vidiff.models.dit` would let this shrink to
-the loop in `iter_causal`.
+RoPE: the chunk's tokens take frame positions after the cached ones; cached keys keep the
+rotation of their own positions. Scores depend only on position differences, so evicting old
+frames (`max_cache_frames`) keeps the rest valid; with eviction the result is the usual
+rolling-cache approximation (a kept frame's keys were computed while the evicted frames were
+still visible), and memory stays flat. Without eviction the cache grows by one frame's
+keys/values per layer per latent frame.
 """
 
 from __future__ import annotations
@@ -27,21 +23,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from vidiff import diffusion as D
 from vidiff.models.conditioning import Conditioning
-from vidiff.nn.adaln import ada_layer_norm
-from vidiff.nn.attention import block_causal_mask
-from vidiff.nn.embeddings import unpatchify
-from vidiff.nn.rope import apply_rope, rope_3d
+from vidiff.models.dit import KVCache
 from vidiff.pipelines.long import StreamingDecoder, WindowChunk, WindowInfo, latent_to_frames, prompt_schedule, \
     to_uint8, window_prompt
 
 
 class CausalDiTStream:
-    """A causal VideoDiT with a key/value cache of past frames.
+    """A causal VideoDiT with a key/value cache of past frames (`cache`, a `KVCache`).
 
     `stream(x_t, t, cond)` predicts for the next frames (the cache is read, not changed);
     `commit(latents, cond)` appends clean frames to the cache. The batch of every call must match
@@ -59,10 +51,7 @@ class CausalDiTStream:
         self.reset()
 
     def reset(self) -> None:
-        self.keys: list[Tensor | None] = [None] * len(self.model.blocks)
-        self.values: list[Tensor | None] = [None] * len(self.model.blocks)
-        self.position = 0        # token frames seen so far (RoPE offset of the next chunk)
-        self.cached_frames = 0   # token frames currently in the cache
+        self.cache = KVCache.for_model(self.model)
 
     def __call__(self, x_t: Tensor, t: Tensor, cond: Conditioning | None = None) -> Tensor:
         return self.stream(x_t, t, cond)
@@ -70,93 +59,28 @@ class CausalDiTStream:
     @torch.no_grad()
     def stream(self, x_t: Tensor, t: Tensor, cond: Conditioning | None = None) -> Tensor:
         """Prediction for `x_t` `[B, C, f, H, W]`, the f latent frames after the cached ones."""
-        out, _ = self._forward(x_t, t, cond)
+        self._frames(x_t)
+        out = self.model(x_t, t, cond, kv_cache=self.cache)
+        self.cache.discard()
         return out
 
     @torch.no_grad()
     def commit(self, latents: Tensor, cond: Conditioning | None = None) -> None:
         """Append clean `latents` `[B, C, f, H, W]` (t = 0) to the cache; `cond` should give them as
         conditioning frames (frame_mask 1, image_latent = latents) for concat models."""
-        t = torch.zeros(latents.shape[0], device=latents.device)
-        _, kv = self._forward(latents, t, cond)
-        per_frame = None
-        for i, (k, v) in enumerate(kv):
-            self.keys[i] = k if self.keys[i] is None else torch.cat([self.keys[i], k], dim=2)
-            self.values[i] = v if self.values[i] is None else torch.cat([self.values[i], v], dim=2)
-            per_frame = per_frame or k.shape[2] // self._frames(latents)
-        self.position += self._frames(latents)
-        self.cached_frames += self._frames(latents)
-        if self.max_cache_frames is not None and self.cached_frames > self.max_cache_frames:
-            keep = self.max_cache_frames * per_frame
-            self.keys = [k[:, :, -keep:] for k in self.keys]
-            self.values = [v[:, :, -keep:] for v in self.values]
-            self.cached_frames = self.max_cache_frames
+        frames = self._frames(latents)
+        self.model(latents, torch.zeros(latents.shape[0], device=latents.device), cond, kv_cache=self.cache)
+        self.cache.append(frames)
+        if self.max_cache_frames is not None:
+            _, ph, pw = self.config.patch_size
+            per_frame = (latents.shape[3] // ph) * (latents.shape[4] // pw)
+            self.cache.keep_last(self.max_cache_frames * per_frame)
 
     def _frames(self, x: Tensor) -> int:
         pt = self.config.patch_size[0]
         if x.shape[2] % pt:
             raise ValueError(f"chunks must be a multiple of the temporal patch {pt} frames, got {x.shape[2]}")
         return x.shape[2] // pt
-
-    def _forward(self, x_t: Tensor, t: Tensor, cond: Conditioning | None):
-        model, cfg = self.model, self.config
-        cond = Conditioning() if cond is None else cond
-        x = model.build_input(x_t, cond)
-        b = x.shape[0]
-        if self.keys[0] is not None and self.keys[0].shape[0] != b:
-            raise ValueError(f"batch {b} does not match the cache's batch {self.keys[0].shape[0]}")
-        tokens, grid = model.patch_embed(x)
-        times = model.frame_times(t, b, x.shape[2], device=x.device)
-        temb = model.time_embed(cfg.timestep_scale * times)
-        if model.extra_embed is not None:
-            temb = temb + model.extra_embed(cond.extras, b)[:, None, :]
-        mod = model.time_proj(F.silu(temb)).unflatten(-1, (cfg.num_modulations, cfg.dim))
-        text = text_mask = image = None
-        if cond.text is not None:
-            text = model.text_proj(cond.text.to(tokens.dtype))
-            text_mask = None if cond.text_mask is None else cond.text_mask.bool()
-            if cond.image_tokens is not None:
-                image = model.image_proj(cond.image_tokens.to(tokens.dtype))
-        f, hh, ww = grid
-        rope = rope_3d(grid, cfg.head_dim, cfg.rope_theta, offset=(self.position, 0, 0), device=x.device)
-        past = 0 if self.keys[0] is None else self.keys[0].shape[2]
-        n = tokens.shape[1]
-        mask = torch.cat([torch.ones(n, past, dtype=torch.bool, device=x.device),
-                          block_causal_mask(f, hh * ww, device=x.device)], dim=1)
-        h, kv = tokens, []
-        for i, block in enumerate(model.blocks):
-            h, k, v = self._block(block, i, h, mod, rope, mask, text, text_mask, image)
-            kv.append((k, v))
-        g = temb.shape[1]
-        shift, scale = model.head_modulation(temb.unsqueeze(-2).expand(b, g, 2, cfg.dim))
-        h = ada_layer_norm(h.view(b, g, -1, cfg.dim), shift, scale, cfg.eps).to(h.dtype).view(b, n, cfg.dim)
-        return unpatchify(model.proj_out(h), grid, cfg.patch_size, cfg.out_channels), kv
-
-    def _block(self, block, i, x, mod, rope, mask, text, text_mask, image):
-        """`DiTBlock.forward` (causal mode) with cached keys/values prepended to the attention."""
-        b, n, d = x.shape
-        g = mod.shape[1]
-        m = block.modulation(mod)
-
-        def adaln(x, shift, scale):
-            return ada_layer_norm(x.view(b, g, -1, d), shift, scale, block.eps).to(x.dtype).view(b, n, d)
-
-        def residual(x, h, gate):
-            return torch.addcmul(x.view(b, g, -1, d), h.view(b, g, -1, d), gate).to(x.dtype).view(b, n, d)
-
-        attn = block.self_attn
-        q, k, v = attn.to_qkv(adaln(x, m[0], m[1])).chunk(3, dim=-1)
-        q, k = attn.norm_q(q), attn.norm_k(k)
-        q, k, v = (z.unflatten(-1, (attn.num_heads, -1)).transpose(1, 2) for z in (q, k, v))  # [B, heads, N, d]
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        keys = k if self.keys[i] is None else torch.cat([self.keys[i], k], dim=2)
-        values = v if self.values[i] is None else torch.cat([self.values[i], v], dim=2)
-        o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-        x = residual(x, attn.to_out(o.transpose(1, 2).flatten(2)), m[2])
-        if text is not None:
-            x = x + block.cross_attn(block.norm_cross(x), text, text_mask, image)
-        x = residual(x, block.ffn(adaln(x, m[3], m[4])), m[5])
-        return x, k, v
 
 
 @torch.no_grad()
