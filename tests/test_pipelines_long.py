@@ -429,7 +429,7 @@ def test_cli_long_choices_mirror_the_pipeline():
     from vidiff.cli import generate_long as cli
     from vidiff.pipelines import long
 
-    assert set(cli.LONG_MODES) == set(long.LONG_MODES) and set(cli.WINDOW_NOISES) == set(long.WINDOW_NOISES)
+    assert set(cli.LONG_MODES) == {*long.LONG_MODES, "causal"} and set(cli.WINDOW_NOISES) == set(long.WINDOW_NOISES)
 
 
 def test_cli_long_arguments_split_prompts_evenly_and_report_bad_values(pipe):

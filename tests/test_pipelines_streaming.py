@@ -118,3 +118,32 @@ def test_streaming_needs_a_causal_model():
     pipe.transformer.config.attention = "full"
     with pytest.raises(ValueError, match="causal"):
         CausalDiTStream(pipe.transformer)
+
+
+def test_cli_causal_mode_streams_what_iter_causal_makes_with_a_bounded_cache(tmp_path, capsys):
+    import json
+
+    from vidiff.cli import main
+    from vidiff.video import read_frames_png
+
+    pipe = _causal_pipeline("concat", 2.0)
+    model = tmp_path / "model"
+    pipe.save_pretrained(model)
+    args = ["generate", A, "--model", str(model), "--frames", "25", "--long-mode", "causal", "--chunk", "2"]
+    assert main([*args, "--out", f"{tmp_path / 'frames'}/"]) == 0
+    # the clip is 9 frames = 5 latents: the cache keeps the 5 - 2 latents before each chunk
+    expected = np.concatenate([c.frames for c in iter_causal(pipe, prompts=[A], num_frames=25, chunk=2,
+                                                             max_cache_frames=3, seed=0)])
+    assert np.array_equal(read_frames_png(tmp_path / "frames"), expected)
+    record = json.loads((tmp_path / "frames.json").read_text())["long"]
+    assert record["mode"] == "causal" and record["boundaries"] == [3, 7, 11, 15, 19, 23]
+
+    capsys.readouterr()
+    assert main([*args, "--history-guidance", "2", "--out", str(tmp_path / "x.mp4")]) == 2
+    assert "does not use --history-guidance" in capsys.readouterr().err
+    full = _causal_pipeline("concat", 2.0)
+    full.transformer.config.attention = "full"
+    full.save_pretrained(tmp_path / "full")
+    assert main(["generate", A, "--model", str(tmp_path / "full"), "--long-mode", "causal",
+                 "--out", str(tmp_path / "x.mp4")]) == 2
+    assert "attention='full'" in capsys.readouterr().err and not (tmp_path / "x.mp4").exists()

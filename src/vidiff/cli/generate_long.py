@@ -14,13 +14,14 @@ from collections.abc import Iterator
 
 from vidiff.cli import CLIError
 
-# mirror vidiff.pipelines.long (not imported: keeps --help light; a test checks they agree)
-LONG_MODES = ("window", "fuse", "keyframes")
+# mirror vidiff.pipelines.long, plus "causal" (vidiff.pipelines.streaming); not imported: keeps
+# --help light; a test checks they agree
+LONG_MODES = ("window", "fuse", "keyframes", "causal")
 WINDOW_NOISES = ("repeat", "fresh")
 
 
 def add_long_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add --then, --window, --overlap, --long-mode, --overlap-space, --context-noise,
+    """Add --then, --window, --overlap, --long-mode, --chunk, --overlap-space, --context-noise,
     --window-noise, --keyframe-fps to `parser`."""
     g = parser.add_argument_group(
         "long videos", "used automatically when --frames exceeds the model's clip length, or with --then / --long-mode")
@@ -34,7 +35,11 @@ def add_long_arguments(parser: argparse.ArgumentParser) -> None:
                    help="latent frames shared by consecutive windows (default: %(default)s)")
     g.add_argument("--long-mode", choices=LONG_MODES, default=None,
                    help="window: sliding windows, overlap held clean (default); fuse: overlapping windows "
-                        "denoised together, predictions averaged; keyframes: sparse keyframes, then the gaps")
+                        "denoised together, predictions averaged; keyframes: sparse keyframes, then the gaps; "
+                        "causal: --chunk latent frames at a time with cached keys/values of the --window - "
+                        "--chunk frames before them (needs a DiT trained with attention='causal')")
+    g.add_argument("--chunk", type=int, default=1, metavar="N",
+                   help="causal mode: latent frames generated per step of the stream (default: %(default)s)")
     g.add_argument("--overlap-space", choices=("latent", "pixel"), default="latent",
                    help="window mode: carry the overlap as latents (default) or as decoded frames re-encoded")
     g.add_argument("--context-noise", type=float, default=None, metavar="T",
@@ -78,21 +83,56 @@ def run_long(args: argparse.Namespace, pipe, num_frames: int | None = None) -> I
         raise CLIError("a prompt is needed for long generation")
     if getattr(args, "window", None) is not None and args.window < 2:
         raise CLIError(f"--window {args.window}: needs at least 2 latent frames")
-    extras = {"fps": args.keyframe_fps} if getattr(args, "keyframe_fps", None) else None
-    chunks = iter_windows(
-        pipe, prompts=[prompt, *(getattr(args, "then", None) or [])], num_frames=num_frames or long_num_frames(args, pipe),
-        window=args.window, overlap=args.overlap, mode=args.long_mode or "window",
-        overlap_space=getattr(args, "overlap_space", "latent"),
-        negative_prompt=getattr(args, "negative_prompt", "") or "", image=getattr(args, "image", None),
-        height=getattr(args, "height", None), width=getattr(args, "width", None),
-        num_inference_steps=getattr(args, "steps", None), guidance_scale=getattr(args, "guidance", None),
-        history_guidance=getattr(args, "history_guidance", 1.0), context_noise=getattr(args, "context_noise", None),
-        sampler=getattr(args, "sampler", None), noise_prior=getattr(args, "noise_prior", "independent"),
-        noise_strength=getattr(args, "noise_strength", 0.5), seed=getattr(args, "seed", 0),
-        keyframe_extras=extras, window_noise=getattr(args, "window_noise", "repeat"), progress=False)
+    if getattr(args, "long_mode", None) == "causal":
+        chunks = _causal_chunks(args, pipe, prompt, num_frames or long_num_frames(args, pipe))
+    else:
+        extras = {"fps": args.keyframe_fps} if getattr(args, "keyframe_fps", None) else None
+        chunks = iter_windows(
+            pipe, prompts=[prompt, *(getattr(args, "then", None) or [])], num_frames=num_frames or long_num_frames(args, pipe),
+            window=args.window, overlap=args.overlap, mode=args.long_mode or "window",
+            overlap_space=getattr(args, "overlap_space", "latent"),
+            negative_prompt=getattr(args, "negative_prompt", "") or "", image=getattr(args, "image", None),
+            height=getattr(args, "height", None), width=getattr(args, "width", None),
+            num_inference_steps=getattr(args, "steps", None), guidance_scale=getattr(args, "guidance", None),
+            history_guidance=getattr(args, "history_guidance", 1.0), context_noise=getattr(args, "context_noise", None),
+            sampler=getattr(args, "sampler", None), noise_prior=getattr(args, "noise_prior", "independent"),
+            noise_strength=getattr(args, "noise_strength", 0.5), seed=getattr(args, "seed", 0),
+            keyframe_extras=extras, window_noise=getattr(args, "window_noise", "repeat"), progress=False)
     try:
         yield from chunks
     except VideoReadError as err:
         raise CLIError(str(err)) from err
     except ValueError as err:
         raise CLIError(f"long generation: {err}") from err
+
+
+def _causal_chunks(args: argparse.Namespace, pipe, prompt: str, num_frames: int) -> Iterator:
+    """`iter_causal` with the cache bounded to `--window - --chunk` latent frames (default window:
+    the model's clip length), the attention span the model was trained on."""
+    from vidiff.pipelines.streaming import iter_causal
+
+    attention = getattr(getattr(getattr(pipe, "transformer", None), "config", None), "attention", None)
+    if attention != "causal":
+        raise CLIError(f"--long-mode causal: this model's DiT has attention={attention!r}; causal streaming needs "
+                       "one trained with attention='causal'")
+    unused = {"--history-guidance": getattr(args, "history_guidance", 1.0) != 1.0,
+              "--context-noise": getattr(args, "context_noise", None) is not None,
+              "--overlap-space pixel": getattr(args, "overlap_space", "latent") != "latent",
+              "--window-noise fresh": getattr(args, "window_noise", "repeat") != "repeat",
+              "--keyframe-fps": getattr(args, "keyframe_fps", None) is not None}
+    if any(unused.values()):
+        raise CLIError(f"--long-mode causal does not use {', '.join(k for k, v in unused.items() if v)}")
+    chunk = getattr(args, "chunk", 1)
+    if chunk < 1:
+        raise CLIError(f"--chunk {chunk}: needs at least 1 latent frame")
+    height = getattr(args, "height", None) or pipe.config.height
+    width = getattr(args, "width", None) or pipe.config.width
+    window = getattr(args, "window", None) or pipe.vae.latent_shape(pipe.config.num_frames, height, width)[1]
+    if chunk >= window:
+        raise CLIError(f"--chunk {chunk}: must be smaller than the window of {window} latent frames")
+    return iter_causal(
+        pipe, prompts=[prompt, *(getattr(args, "then", None) or [])], num_frames=num_frames, chunk=chunk,
+        max_cache_frames=window - chunk, negative_prompt=getattr(args, "negative_prompt", "") or "",
+        image=getattr(args, "image", None), height=getattr(args, "height", None), width=getattr(args, "width", None),
+        num_inference_steps=getattr(args, "steps", None), guidance_scale=getattr(args, "guidance", None),
+        sampler=getattr(args, "sampler", None), seed=getattr(args, "seed", 0))
