@@ -118,17 +118,36 @@ def schedule_runs(windows) -> list[tuple[str, int, int]]:
     return runs
 
 
+def long_video(pipe, mode: str, settings: dict, args, **request):
+    """`generate_long(pipe, **request, **settings)`, or for mode "causal" the chunks of
+    `iter_causal` (`--chunk` latent frames, the cache bounded to the window less a chunk)
+    assembled the same way: an object with `frames`, `boundaries` and `windows`."""
+    from types import SimpleNamespace
+
+    from vidiff.pipelines.long import generate_long
+    from vidiff.pipelines.streaming import iter_causal
+
+    if mode != "causal":
+        return generate_long(pipe, **request, **settings)
+    window = args.window or pipe.vae.latent_shape(pipe.config.num_frames, pipe.config.height, pipe.config.width)[1]
+    chunks = list(iter_causal(pipe, **request, chunk=args.chunk, max_cache_frames=window - args.chunk,
+                              guidance_scale=args.guidance))
+    return SimpleNamespace(frames=np.concatenate([c.frames for c in chunks]), boundaries=[c.start for c in chunks[1:]],
+                           windows=[c.info for c in chunks])
+
+
 def evaluate_mode(pipe, mode: str, args) -> dict:
     from vidiff.metrics.seams import boundary_change_ratio
     from vidiff.metrics.world import evaluate_video, size_growth
-    from vidiff.pipelines.long import default_context_noise, generate_long
+    from vidiff.pipelines.long import default_context_noise
 
     short_frames = pipe.config.num_frames
     r = pipe.vae.temporal_factor
     long_frames = 1 + args.multiple * (short_frames - 1)
     long_frames = 1 + (long_frames - 1) // r * r
     captions = DRIFT_CAPTIONS[: args.captions]
-    context_noise = default_context_noise(pipe, mode) if args.context_noise is None else args.context_noise
+    context_noise = default_context_noise(pipe, "window" if mode == "causal" else mode) \
+        if args.context_noise is None else args.context_noise
     settings = dict(window=args.window, overlap=args.overlap, mode=mode, overlap_space=args.overlap_space,
                     guidance_scale=args.guidance, history_guidance=args.history_guidance,
                     context_noise=context_noise, window_noise=args.window_noise)
@@ -137,7 +156,7 @@ def evaluate_mode(pipe, mode: str, args) -> dict:
         for seed in range(args.seeds):
             t0 = time.perf_counter()
             short = pipe(cap, seed=seed, progress=False).frames
-            out = generate_long(pipe, cap, num_frames=long_frames, seed=seed, **settings)
+            out = long_video(pipe, mode, settings, args, prompt=cap, num_frames=long_frames, seed=seed)
             s_row = evaluate_video(short, cap)
             l_row = evaluate_video(out.frames, cap)
             seam = boundary_change_ratio(out.frames, out.boundaries)
@@ -161,7 +180,7 @@ def evaluate_mode(pipe, mode: str, args) -> dict:
     for first, then in SCHEDULE_PAIRS[: args.pairs]:
         schedule = alternating_schedule(first, then, args.multiple, segment)
         for seed in range(args.seeds):
-            out = generate_long(pipe, prompts=schedule, num_frames=long_frames, seed=seed, **settings)
+            out = long_video(pipe, mode, settings, args, prompts=schedule, num_frames=long_frames, seed=seed)
             row = {"captions": [first, then], "seed": seed, "segments": []}
             for cap, a, b in schedule_runs(out.windows):
                 judged = evaluate_video(out.frames[a:b], cap)
@@ -267,7 +286,9 @@ def vae_seams(pipe, args) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="pipeline folder")
-    p.add_argument("--modes", nargs="+", default=["window"], choices=("window", "fuse", "keyframes"))
+    p.add_argument("--modes", nargs="+", default=["window"], choices=("window", "fuse", "keyframes", "causal"),
+                   help="causal: vidiff.pipelines.streaming.iter_causal (a DiT trained with attention='causal')")
+    p.add_argument("--chunk", type=int, default=1, help="causal mode: latent frames per chunk")
     p.add_argument("--overlap-space", default="latent", choices=("latent", "pixel"))
     p.add_argument("--window", type=int, help="latent frames per window (default: the model's clip length)")
     p.add_argument("--overlap", type=int, default=1)

@@ -508,6 +508,13 @@ def test_model_init_starts_from_an_exported_pipelines_weights(tmp_path):
     assert not all(torch.equal(theirs[k], new[k]) for k in theirs)  # the init did something
     with pytest.raises(ConfigError, match="num_layers"):
         build_diffusion_model(load_recipe(None, _TINY + ["model.dit.num_layers=2", f"model.init={tmp_path}"]), z_dim=4)
+    # the attention mask may change where the parameters do not (full -> causal), not otherwise
+    causal = build_diffusion_model(load_recipe(None, _TINY + ["model.dit.attention=causal", f"model.init={tmp_path}"]),
+                                   z_dim=4)
+    assert causal.denoiser.config.attention == "causal" and all(torch.equal(theirs[k], causal.state_dict()[k]) for k in theirs)
+    with pytest.raises(ConfigError, match="attention"):
+        build_diffusion_model(load_recipe(None, _TINY + ["model.dit.attention=factorized", f"model.init={tmp_path}"]),
+                              z_dim=4)
     with pytest.raises(ConfigError, match="not a pipeline folder"):
         build_diffusion_model(load_recipe(None, _TINY + [f"model.init={tmp_path / 'nowhere'}"]), z_dim=4)
 

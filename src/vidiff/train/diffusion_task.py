@@ -139,10 +139,16 @@ def build_denoiser(cfg: RunConfig, z_dim: int, text_dim: int) -> nn.Module:
     return UNet3D(config)
 
 
+_SAME_PARAMETERS = {"full", "causal", "spatial"}  # attention modes that differ only in their mask
+
+
 def init_from_pipeline(denoiser: nn.Module, text_encoder: nn.Module, directory: str,
                        expand_depth: bool = False) -> None:
     """Copy an exported pipeline's denoiser and text-encoder weights into freshly built modules
     (`[model] init`); the folder's configs must equal the recipe's, else ConfigError names them.
+    Two differences that keep the parameters are allowed: `gradient_checkpointing`, and the
+    attention mask among "full", "causal" and "spatial" (e.g. fine-tune a full-attention model
+    into a causal one for streaming; "factorized" has its own temporal layers).
     With `expand_depth` the recipe's DiT may have k times the folder's blocks: the folder's
     transformer is grown first (`vidiff.models.growth.expand_depth`, the same function)."""
     from vidiff.models.growth import expand_depth as grow
@@ -154,7 +160,9 @@ def init_from_pipeline(denoiser: nn.Module, text_encoder: nn.Module, directory: 
     pairs = ((load_denoiser(str(Path(directory, "transformer"))), denoiser, "transformer"),
              (BuiltinTextEncoder.from_pretrained(str(Path(directory, "text_encoder"))), text_encoder, "text_encoder"))
     for source, target, name in pairs:
-        differ = changed_keys(source.config.to_dict(), target.config.to_dict())
+        differ = [k for k in changed_keys(source.config.to_dict(), target.config.to_dict())
+                  if k != "gradient_checkpointing"
+                  and not (k == "attention" and {source.config.attention, target.config.attention} <= _SAME_PARAMETERS)]
         if expand_depth and name == "transformer" and differ == ["num_layers"]:
             try:
                 source, differ = grow(source, target.config.num_layers), []
