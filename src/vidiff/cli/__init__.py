@@ -17,6 +17,17 @@ class CLIError(Exception):
     """A user-facing error: printed as one line `vidiff: error: ...`, exit status 2."""
 
 
+def write_json_file(path: str, payload: dict, what: str) -> None:
+    """Write `payload` as JSON atomically (`vidiff.modelio.write_json`); a failure is a CLIError
+    naming the file and `what` it is, e.g. "the report"."""
+    from vidiff.modelio import write_json  # imports torch: not at module top
+
+    try:
+        write_json(path, payload)
+    except OSError as err:
+        raise CLIError(f"{path}: cannot write {what} ({err})") from err
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vidiff.cli import demo, eval, generate, train, world
 

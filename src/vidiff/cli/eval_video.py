@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from vidiff.cli import CLIError
+from vidiff.cli import CLIError, write_json_file
 
 _COLUMNS = (
     ("warping_error", "warp err", "{:.6f}"),
@@ -100,15 +100,6 @@ def _seams(path: str, frames, boundaries: list[int], max_frames: int | None) -> 
     return {"boundaries": inside, **seams}
 
 
-def _write_json_atomic(path: str, payload: dict) -> None:
-    from vidiff.modelio import write_json  # imports torch: not at module top
-
-    try:
-        write_json(path, payload)
-    except OSError as err:
-        raise CLIError(f"--json {path}: cannot write ({err})") from err
-
-
 def run(args: argparse.Namespace) -> int:
     from vidiff.metrics.temporal import evaluate_video
     from vidiff.video import VideoReadError, probe_video, read_video
@@ -152,6 +143,6 @@ def run(args: argparse.Namespace) -> int:
         cells = "  ".join(f"{_cell(r, key, fmt):>9}" for key, _, fmt in columns)
         print(f"{r['path']:<{width}}  {cells}")
     if args.json:
-        _write_json_atomic(args.json, {"videos": results})
+        write_json_file(args.json, {"videos": results}, "the results")
         print(f"wrote {args.json}", file=sys.stderr)
     return 0

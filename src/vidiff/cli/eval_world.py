@@ -7,7 +7,7 @@ import json
 import math
 import os
 
-from vidiff.cli import CLIError
+from vidiff.cli import CLIError, write_json_file
 
 _SUMMARY = (
     ("color_acc", "colour", "{:.3f}"), ("shape_acc", "shape", "{:.3f}"), ("size_acc", "size", "{:.3f}"),
@@ -202,7 +202,6 @@ def _rows_from_model(args: argparse.Namespace) -> tuple[list[dict], dict]:
 def run(args: argparse.Namespace) -> int:
     from vidiff.machine import machine_info
     from vidiff.metrics.world import aggregate, shape_confusion
-    from vidiff.modelio import write_json
 
     if args.videos:
         rows, settings, where = _rows_from_folder(args), {"videos": args.videos}, args.videos
@@ -215,10 +214,7 @@ def run(args: argparse.Namespace) -> int:
     report = _json_safe({"aggregate": aggregate(rows), "shape_confusion": confusion, "settings": settings,
                          "machine": machine_info(args.device), "videos": rows})
     out = args.json or os.path.join(args.videos, "world_report.json")
-    try:
-        write_json(out, report)
-    except OSError as err:
-        raise CLIError(f"{out}: cannot write the report ({err})") from err
+    write_json_file(out, report, "the report")
     agg = report["aggregate"]
     cols = [(k, label, fmt) for k, label, fmt in _SUMMARY if agg.get(k) is not None]
     print(f"shapes-world checks of {agg['count']} videos from {where}")

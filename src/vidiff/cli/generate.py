@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from vidiff.cli import CLIError
+from vidiff.cli import CLIError, write_json_file
 from vidiff.cli.generate_long import add_long_arguments, long_num_frames, run_long, wants_long
 from vidiff.compat.wan.options import add_wan_arguments
 
@@ -104,16 +104,6 @@ def generation_record(args: argparse.Namespace, pipe, writer, *, width: int, hei
     return record
 
 
-def write_record(path: str, record: dict) -> None:
-    """Write the generation record atomically; a failure names the file."""
-    from vidiff.modelio import write_json
-
-    try:
-        write_json(path, record)
-    except OSError as err:
-        raise CLIError(f"{path}: cannot write the generation record ({err})") from err
-
-
 def run(args: argparse.Namespace) -> int:
     import time
     import warnings
@@ -176,8 +166,8 @@ def run(args: argparse.Namespace) -> int:
     contact_sheet([f for _, f in sheet_frames], sheet, labels=[f"frame {i}" for i, _ in sheet_frames] if labelled else None)
     height, width = sheet_frames[0][1].shape[:2]
     record = writer.path + ".json"
-    write_record(record, generation_record(args, pipe, writer, width=width, height=height, seconds=seconds,
-                                           windows=windows))
+    write_json_file(record, generation_record(args, pipe, writer, width=width, height=height, seconds=seconds,
+                                              windows=windows), "the generation record")
     print(f"video: {writer.path}" + ("/ (PNG frames)" if png_folder else ""))
     print(f"contact sheet: {sheet}" + (f" (one frame in {sheet_frames[1][0]})" if labelled else ""))
     print(f"record: {record} (the arguments, the model and, for a long video, its windows)")
