@@ -125,12 +125,12 @@ def long_video(pipe, mode: str, settings: dict, args, **request):
     from types import SimpleNamespace
 
     from vidiff.pipelines.long import generate_long
-    from vidiff.pipelines.streaming import iter_causal
+    from vidiff.pipelines.streaming import clip_cache_frames, iter_causal
 
     if mode != "causal":
         return generate_long(pipe, **request, **settings)
-    window = args.window or pipe.vae.latent_shape(pipe.config.num_frames, pipe.config.height, pipe.config.width)[1]
-    chunks = list(iter_causal(pipe, **request, chunk=args.chunk, max_cache_frames=window - args.chunk,
+    chunks = list(iter_causal(pipe, **request, chunk=args.chunk,
+                              max_cache_frames=clip_cache_frames(pipe, args.chunk, args.window),
                               guidance_scale=args.guidance))
     return SimpleNamespace(frames=np.concatenate([c.frames for c in chunks]), boundaries=[c.start for c in chunks[1:]],
                            windows=[c.info for c in chunks])

@@ -62,16 +62,15 @@ def _frame_list(text: str) -> list[int]:
 
 def recorded_boundaries(video: str) -> list[int]:
     """The window boundaries of a long video from the record `vidiff generate` wrote beside it."""
-    import json
+    from vidiff.modelio import ModelLoadError, read_json
 
     path = video + ".json"
     if not os.path.isfile(path):
         raise CLIError(f"{path}: no generation record beside {video} (vidiff generate writes one); "
                        "give the window boundaries with --boundaries")
     try:
-        with open(path) as f:
-            long = json.load(f).get("long")
-    except (OSError, ValueError, AttributeError) as err:
+        long = read_json(path).get("long")
+    except (ModelLoadError, AttributeError) as err:
         raise CLIError(f"{path}: not a generation record ({err})") from None
     if not long or not long.get("boundaries"):
         raise CLIError(f"{path}: {video} was generated in one window, so it has no window boundaries")

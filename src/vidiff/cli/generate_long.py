@@ -109,7 +109,7 @@ def run_long(args: argparse.Namespace, pipe, num_frames: int | None = None) -> I
 def _causal_chunks(args: argparse.Namespace, pipe, prompt: str, num_frames: int) -> Iterator:
     """`iter_causal` with the cache bounded to `--window - --chunk` latent frames (default window:
     the model's clip length), the attention span the model was trained on."""
-    from vidiff.pipelines.streaming import iter_causal
+    from vidiff.pipelines.streaming import clip_cache_frames, iter_causal
 
     attention = getattr(getattr(getattr(pipe, "transformer", None), "config", None), "attention", None)
     if attention != "causal":
@@ -123,16 +123,14 @@ def _causal_chunks(args: argparse.Namespace, pipe, prompt: str, num_frames: int)
     if any(unused.values()):
         raise CLIError(f"--long-mode causal does not use {', '.join(k for k, v in unused.items() if v)}")
     chunk = getattr(args, "chunk", 1)
-    if chunk < 1:
-        raise CLIError(f"--chunk {chunk}: needs at least 1 latent frame")
-    height = getattr(args, "height", None) or pipe.config.height
-    width = getattr(args, "width", None) or pipe.config.width
-    window = getattr(args, "window", None) or pipe.vae.latent_shape(pipe.config.num_frames, height, width)[1]
-    if chunk >= window:
-        raise CLIError(f"--chunk {chunk}: must be smaller than the window of {window} latent frames")
+    try:
+        cache = clip_cache_frames(pipe, chunk, getattr(args, "window", None), getattr(args, "height", None),
+                                  getattr(args, "width", None))
+    except ValueError as err:
+        raise CLIError(f"--chunk: {err}") from None
     return iter_causal(
         pipe, prompts=[prompt, *(getattr(args, "then", None) or [])], num_frames=num_frames, chunk=chunk,
-        max_cache_frames=window - chunk, negative_prompt=getattr(args, "negative_prompt", "") or "",
+        max_cache_frames=cache, negative_prompt=getattr(args, "negative_prompt", "") or "",
         image=getattr(args, "image", None), height=getattr(args, "height", None), width=getattr(args, "width", None),
         num_inference_steps=getattr(args, "steps", None), guidance_scale=getattr(args, "guidance", None),
         sampler=getattr(args, "sampler", None), seed=getattr(args, "seed", 0))

@@ -83,6 +83,17 @@ class CausalDiTStream:
         return x.shape[2] // pt
 
 
+def clip_cache_frames(pipe, chunk: int, window: int | None = None, height: int | None = None,
+                      width: int | None = None) -> int:
+    """`max_cache_frames` that keeps each chunk's attention span at `window` latent frames
+    (default: the pipeline's clip length, what the model was trained on): `window - chunk`."""
+    window = window or pipe.vae.latent_shape(pipe.config.num_frames, height or pipe.config.height,
+                                             width or pipe.config.width)[1]
+    if not 1 <= chunk < window:
+        raise ValueError(f"chunk {chunk} must be in [1, window={window}) latent frames")
+    return window - chunk
+
+
 @torch.no_grad()
 def iter_causal(pipe, prompt: str | None = None, *, prompts=None, num_frames: int | None = None, chunk: int = 1,
                 max_cache_frames: int | None = None, negative_prompt: str = "", image=None,
