@@ -141,6 +141,22 @@ def test_denoise_latents_holds_frames_at_any_indices(pipe, sampler):
         pipe.denoise_latents(noise, pipe.encode_prompts([A]), given=given, given_index=[0, 5])
 
 
+def test_denoise_latents_builds_no_graph_when_the_caller_has_grad_on(pipe):
+    """Callers outside `__call__` (streaming, probes) must not keep every step's activations."""
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, 4, 3, 8, 8, generator=gen)
+    grad_modes = []
+    orig = pipe.transformer.forward
+    pipe.transformer.forward = lambda x, t, c=None: grad_modes.append(torch.is_grad_enabled()) or orig(x, t, c)
+    try:
+        with torch.enable_grad():
+            out = pipe.denoise_latents(noise, pipe.encode_prompts([A]), given=noise[:, :, :1], given_index=[0])
+    finally:
+        del pipe.transformer.forward
+    assert grad_modes and not any(grad_modes)
+    assert not out.requires_grad and out.grad_fn is None
+
+
 @pytest.mark.parametrize("sampler", ["euler", "heun", "unipc", "dpmpp_2m"])
 def test_context_noise_shows_one_fixed_noisy_context_and_returns_the_clean_one(pipe, sampler):
     gen = torch.Generator().manual_seed(1)

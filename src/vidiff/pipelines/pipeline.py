@@ -334,6 +334,7 @@ class VideoPipeline:
 
         return free_input
 
+    @torch.no_grad()
     def denoise_latents(self, noise: Tensor, text: tuple[Tensor, Tensor], *,
                         uncond_text: tuple[Tensor, Tensor] | None = None, guidance_scale=1.0,
                         given: Tensor | None = None, given_index: int | Sequence[int] = 0,
@@ -346,7 +347,8 @@ class VideoPipeline:
 
         context_noise t_c > 0: the model sees the given frames noised once to `t_c`,
         `alpha(t_c) x + sigma(t_c) eps`, held at that time (and so in the channels), for models
-        trained with `diffusion.context_noise`; the result still holds the clean given frames."""
+        trained with `diffusion.context_noise`; the result still holds the clean given frames.
+        Sampling builds no autograd graph, whoever calls it."""
         sch = self.scheduler
         sampler = sampler or sch.sampler
         steps = num_inference_steps or sch.num_inference_steps
