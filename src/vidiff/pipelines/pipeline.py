@@ -80,6 +80,21 @@ class PipelineOutput:
     seconds: float = 0.0
 
 
+@dataclass
+class Request:
+    """One generation call with every default resolved (`VideoPipeline.resolve_request`)."""
+
+    prompts: list[str]
+    single: bool  # a single caption (not a list): return one video, not a batch
+    num_frames: int
+    height: int
+    width: int
+    steps: int
+    sampler: str
+    guidance_scale: object  # a number, a (min, max) ramp or a per-latent-frame tensor
+    generator: torch.Generator
+
+
 def _model_classes():
     from vidiff.models.dit import DiTConfig, VideoDiT
     from vidiff.models.unet import UNet3D, UNetConfig
@@ -416,17 +431,10 @@ class VideoPipeline:
             "progressive" (AR(1) correlation = noise_strength) initial noise over frames.
         """
         t0 = time.perf_counter()
-        single = isinstance(prompt, str)
-        prompts = [prompt] if single else list(prompt)
-        batch = len(prompts)
-        cfg, sch = self.config, self.scheduler
-        height, width = height or cfg.height, width or cfg.width
-        num_frames = self.valid_num_frames(num_frames or cfg.num_frames)
-        steps = num_inference_steps or sch.num_inference_steps
-        sampler = sampler or sch.sampler
-        scale = sch.guidance_scale if guidance_scale is None else guidance_scale
-        if generator is None:
-            generator = torch.Generator().manual_seed(int(seed))
+        req = self.resolve_request(prompt, num_frames, height, width, num_inference_steps, sampler, guidance_scale,
+                                   seed, generator)
+        prompts, batch, height, width, num_frames = req.prompts, len(req.prompts), req.height, req.width, req.num_frames
+        scale, generator = req.guidance_scale, req.generator
         self.warn_unknown_words(prompts)
 
         c, fz, hz, wz = self.vae.latent_shape(num_frames, height, width)
@@ -439,12 +447,27 @@ class VideoPipeline:
         uncond_text = self.encode_prompts([negative_prompt] * batch) if use_cfg else None
         x = self.initial_noise((batch, c, fz, hz, wz), noise_prior, noise_strength, generator).to(self.device)
         latents = self.denoise_latents(x, text, uncond_text=uncond_text, guidance_scale=scale, given=given,
-                                       given_index=n_given, history_guidance=history_guidance, sampler=sampler,
-                                       num_inference_steps=steps, generator=generator, progress=progress,
+                                       given_index=n_given, history_guidance=history_guidance, sampler=req.sampler,
+                                       num_inference_steps=req.steps, generator=generator, progress=progress,
                                        callback=callback)
         out = np.stack([tensor_to_frames(video) for video in self.decode_latents(latents)])
-        return PipelineOutput(frames=out[0] if single else out, latents=latents if return_latents else None,
+        return PipelineOutput(frames=out[0] if req.single else out, latents=latents if return_latents else None,
                               seconds=time.perf_counter() - t0)
+
+    def resolve_request(self, prompt, num_frames, height, width, num_inference_steps, sampler, guidance_scale,
+                        seed: int, generator: torch.Generator | None) -> "Request":
+        """A generation call's arguments with the pipeline's defaults filled in (`None` -> the
+        model folder's frames / size, the scheduler's steps / sampler / guidance; no generator ->
+        one seeded with `seed`); the frame count is checked against the VAE's."""
+        cfg, sch = self.config, self.scheduler
+        single = isinstance(prompt, str)
+        return Request(
+            prompts=[prompt] if single else list(prompt), single=single,
+            num_frames=self.valid_num_frames(num_frames or cfg.num_frames),
+            height=height or cfg.height, width=width or cfg.width,
+            steps=num_inference_steps or sch.num_inference_steps, sampler=sampler or sch.sampler,
+            guidance_scale=sch.guidance_scale if guidance_scale is None else guidance_scale,
+            generator=torch.Generator().manual_seed(int(seed)) if generator is None else generator)
 
     def _given_latents(self, image, video, height: int, width: int) -> tuple[Tensor | None, int]:
         """Encode the conditioning frames: a first frame, or the leading frames of a video."""

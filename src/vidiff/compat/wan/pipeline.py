@@ -246,20 +246,13 @@ class WanVideoPipeline(VideoPipeline):
             raise ValueError("this Wan model is image-to-video: pass image= (the first frame)")
         if not i2v and image is not None:
             raise ValueError("this Wan model is text-to-video; it cannot take image=")
-        single = isinstance(prompt, str)
-        prompts = [prompt] if single else list(prompt)
-        batch = len(prompts)
-        cfg, sch = self.config, self.scheduler
-        height, width = height or cfg.height, width or cfg.width
-        num_frames = self.valid_num_frames(num_frames or cfg.num_frames)
-        steps = num_inference_steps or sch.num_inference_steps
-        sampler = sampler or sch.sampler
+        req = self.resolve_request(prompt, num_frames, height, width, num_inference_steps, sampler, guidance_scale,
+                                   seed, generator)
+        prompts, batch, height, width, num_frames = req.prompts, len(req.prompts), req.height, req.width, req.num_frames
+        sch, steps, sampler, scale, generator = self.scheduler, req.steps, req.sampler, req.guidance_scale, req.generator
         if sampler not in ("unipc", "euler", "heun", "dpmpp_2m"):
             raise ValueError(f"sampler {sampler!r} does not apply to Wan's flow-matching model "
                              "(use unipc, euler, heun or dpmpp_2m)")
-        scale = sch.guidance_scale if guidance_scale is None else guidance_scale
-        if generator is None:
-            generator = torch.Generator().manual_seed(int(seed))
 
         multiple = self.vae.spatial_factor * self.transformer.config.patch_size[1]
         if height % multiple or width % multiple:
@@ -298,7 +291,7 @@ class WanVideoPipeline(VideoPipeline):
             out = frames.mul_(0.5).add_(0.5).clamp_(0, 1).permute(0, 2, 3, 4, 1).cpu().numpy()
         else:
             out = frames.add_(1).mul_(127.5).round_().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
-        return PipelineOutput(frames=out[0] if single else out, latents=latents if return_latents else None,
+        return PipelineOutput(frames=out[0] if req.single else out, latents=latents if return_latents else None,
                               seconds=time.perf_counter() - t0)
 
     # -- saving ---------------------------------------------------------------------------------
