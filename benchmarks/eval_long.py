@@ -18,6 +18,10 @@ a held-out combination):
     captions that drift most.
   * seams: `boundary_change_ratio` (mean frame-to-frame change at window boundaries / median
     change elsewhere), mean over videos. Acceptance <= 1.5 (mean of `max_ratio` also reported).
+    Per video: the boundary change in grey levels (`seam_change`, mean |dI| in 0..255, against
+    `median_change`, and `seam_change_before`, the change one frame earlier, inside the previous
+    window), how many videos exceed 1.5, and `start_ratio_short`, the same ratio at a 17-frame
+    clip's own first step (frame 0 -> 1), which has no window boundary at all.
 Prompt schedules (same object, the motion changes, e.g. moves right -> moves left -> right ...):
   * a long video alternates the pair's two captions every training-clip length (16 new frames:
     `--multiple` segments, 8 for 129 frames). One clip length per segment because a mover
@@ -137,7 +141,7 @@ def long_video(pipe, mode: str, settings: dict, args, **request):
 
 
 def evaluate_mode(pipe, mode: str, args) -> dict:
-    from vidiff.metrics.seams import boundary_change_ratio
+    from vidiff.metrics.seams import boundary_change_ratio, frame_changes
     from vidiff.metrics.world import evaluate_video, size_growth
     from vidiff.pipelines.long import default_context_noise
 
@@ -161,8 +165,12 @@ def evaluate_mode(pipe, mode: str, args) -> dict:
             l_row = evaluate_video(out.frames, cap)
             seam = boundary_change_ratio(out.frames, out.boundaries)
             l_row.update(seed=seed, seam_ratio=seam["ratio"], seam_max_ratio=seam["max_ratio"],
+                         seam_change=mean(seam["boundary_changes"]), median_change=seam["median_change"],
+                         seam_change_before=mean(frame_changes(out.frames)[[b - 2 for b in out.boundaries]]),
                          size_growth=size_growth(out.frames, cap, short_frames), seconds=time.perf_counter() - t0)
-            s_row.update(seed=seed)
+            # the same ratio at a single clip's own first step (frame 0 -> 1, the first generated
+            # after the first latent): what a window boundary compares with
+            s_row.update(seed=seed, start_ratio=boundary_change_ratio(short, [1])["ratio"])
             for row in (s_row, l_row):
                 row.pop("objects", None)
             short_rows.append(s_row)
@@ -210,6 +218,11 @@ def evaluate_mode(pipe, mode: str, args) -> dict:
         "size_growth": geometric_mean(r["size_growth"] for r in long_rows),
         "seam_ratio": mean(r["seam_ratio"] for r in long_rows),
         "seam_max_ratio": mean(r["seam_max_ratio"] for r in long_rows),
+        "start_ratio_short": mean(r["start_ratio"] for r in short_rows),
+        # per video: how many exceed 1.5, and the largest boundary change there (mean |dI|, 0..255)
+        "seam_videos_over_1.5": sum(r["seam_ratio"] is not None and r["seam_ratio"] > 1.5 for r in long_rows),
+        "seam_change_max_over_1.5": max((r["seam_change"] for r in long_rows
+                                         if r["seam_ratio"] is not None and r["seam_ratio"] > 1.5), default=None),
         "schedule_motion_acc": mean(s["motion_acc"] for row in schedule_rows for s in row["segments"]),
         "schedule_same_colour_and_shape": mean(float(row["same_colour_and_shape"]) for row in schedule_rows),
         "schedule_identity_kept": mean(float(row["identity_kept"]) for row in schedule_rows),
