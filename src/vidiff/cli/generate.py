@@ -21,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Examples:\n"
         '  vidiff generate "a large red circle moves right on a black background" --out red.mp4\n'
         '  vidiff generate "a small green square bounces on a gray background" --image first.png --out blue.gif\n'
-        '  vidiff generate --frames 129 --prompt "a large red circle moves right on a black background" \\\n'
-        '      --then "a large red circle moves down on a black background" --out long.mp4',
+        '  vidiff generate --frames 129 "a small yellow circle bounces on a navy background" --out long.mp4\n'
+        '  vidiff generate --prompt "a large red circle moves right on a black background" \\\n'
+        '      --then "a large red circle moves down on a black background" --out schedule.mp4',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("prompt", nargs="?", default=None, help=f"the caption (default: {DEFAULT_PROMPT!r})")

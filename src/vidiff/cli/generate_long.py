@@ -3,8 +3,8 @@ keyframes + interpolation. `vidiff generate` adds these arguments with `add_long
 when `wants_long` says so (a `--then`, an explicit `--long-mode`, or more frames than the model's
 clip length), writes the windows that `run_long` yields to the video file as each one finishes.
 
-    vidiff generate --frames 129 "a red circle moves right on a black background" \\
-        --then "a red circle moves down on a black background"
+    vidiff generate --prompt "a large red circle moves right on a black background" \\
+        --then "a large red circle moves down on a black background"
 """
 
 from __future__ import annotations
