@@ -7,13 +7,17 @@ import os
 
 from vidiff.cli.generate import DEFAULT_PROMPT as DEMO_PROMPT
 
+# a prompt schedule of one clip per prompt: the circle goes round a square (65 frames)
+DEMO_SCHEDULE = tuple(f"a large red circle moves {way} on a black background" for way in ("right", "down", "left", "up"))
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="generate a sample video with the shipped model (or render the shapes world)",
         description="Generate a sample video and a contact sheet with the model shipped in the package and\n"
-        "print where they are. Without a shipped model, render the same prompt with the\n"
+        "print where they are, then a long video from a prompt schedule (the circle moves right,\n"
+        "down, left, up: schedule.mp4). Without a shipped model, render the prompt with the\n"
         "shapes-world renderer (the ground truth the model is trained to reproduce).\n\n"
         "Example: vidiff demo --out outputs/demo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -29,7 +33,12 @@ def run(args: argparse.Namespace) -> int:
 
     os.makedirs(args.out, exist_ok=True)
     if os.path.isdir(generate.shipped_model_dir()):
-        return main(["generate", args.prompt, "--seed", str(args.seed), "--out", os.path.join(args.out, "video.mp4")])
+        code = main(["generate", args.prompt, "--seed", str(args.seed), "--out", os.path.join(args.out, "video.mp4")])
+        if code:
+            return code
+        then = [arg for prompt in DEMO_SCHEDULE[1:] for arg in ("--then", prompt)]
+        return main(["generate", "--prompt", DEMO_SCHEDULE[0], *then, "--seed", str(args.seed),
+                     "--out", os.path.join(args.out, "schedule.mp4")])
     return _render_ground_truth(args)
 
 
