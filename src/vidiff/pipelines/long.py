@@ -103,6 +103,27 @@ def window_starts(total: int, window: int, overlap: int) -> list[int]:
     return starts
 
 
+def repeated_window_noise(base: Tensor, starts: Sequence[int], total: int) -> Tensor:
+    """One noise sequence of `total` latent frames in which every window sees `base` again.
+
+    `base` `[B, C, W, H, W']` is the first window's noise. Window k starting at `s_k` owns the
+    frames it adds, `[e_{k-1}, e_k)` (window 0 all of its own), and they get
+    `noise[t] = base[t - s_k]`: in window mode each window's noise is `base` with its held
+    frames' part unused; fused windows share their overlaps, which keep the earlier window's."""
+    n = base.shape[2]
+    out = base.new_empty(*base.shape[:2], total, *base.shape[3:])
+    prev_end = 0
+    for s in starts:
+        e = min(s + n, total)
+        if not 0 <= s <= prev_end < e:
+            raise ValueError(f"window starts {list(starts)} do not cover [0, {total}) in order")
+        out[:, :, prev_end:e] = base[:, :, prev_end - s : e - s]
+        prev_end = e
+    if prev_end != total:
+        raise ValueError(f"windows starting at {list(starts)} end at {prev_end}, not {total}")
+    return out
+
+
 def fuse_weights(starts: Sequence[int], window: int, total: int) -> Tensor:
     """Per-window, per-frame fusion weights `[K, total]` (float64) that sum to one over windows.
 
@@ -444,8 +465,12 @@ def _fused_latents(run: _Run, infos: list[WindowInfo]) -> Tensor:
     """Fuse mode: all windows co-denoised, x0 predictions averaged with `fuse_weights`."""
     pipe, sch = run.pipe, run.pipe.scheduler
     total = run.total
-    weights = fuse_weights([i.latent_start for i in infos], run.window, total)
-    x = run.noise(total)
+    starts = [i.latent_start for i in infos]
+    weights = fuse_weights(starts, run.window, total)
+    if run.window_noise == "repeat":  # every window from the first one's noise (FreeNoise's idea, unshuffled)
+        x = repeated_window_noise(run.noise(min(run.window, total)), starts, total)
+    else:
+        x = run.noise(total)
     times = sch.times(run.sampler, run.steps).to(pipe.device)
     given_index = list(range(run.n_given))
     if run.given is not None and pipe.config.image_conditioning == "clean_frames":
