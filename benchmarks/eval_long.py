@@ -258,7 +258,7 @@ def vae_seams(pipe, args) -> dict:
     import torch
 
     from vidiff.metrics.seams import boundary_change_ratio
-    from vidiff.pipelines.long import latent_to_frames, to_uint8, window_starts
+    from vidiff.pipelines.long import default_overlap, latent_to_frames, to_uint8, window_starts
     from vidiff.world.render import render
     from vidiff.world.scene import scene_from_caption
 
@@ -266,7 +266,7 @@ def vae_seams(pipe, args) -> dict:
     long_frames = 1 + (args.multiple * (pipe.config.num_frames - 1)) // r * r
     window = args.window or pipe.vae.latent_num_frames(pipe.config.num_frames)
     total = pipe.vae.latent_num_frames(long_frames)
-    starts = window_starts(total, window, args.overlap)
+    starts = window_starts(total, window, default_overlap(window, "window") if args.overlap is None else args.overlap)
     rows = []
     for cap in DRIFT_CAPTIONS[: args.captions]:
         gt, _ = render(scene_from_caption(cap, seed=0, frames=long_frames), size=pipe.config.height)
@@ -304,7 +304,8 @@ def main(argv=None) -> int:
     p.add_argument("--chunk", type=int, default=1, help="causal mode: latent frames per chunk")
     p.add_argument("--overlap-space", default="latent", choices=("latent", "pixel"))
     p.add_argument("--window", type=int, help="latent frames per window (default: the model's clip length)")
-    p.add_argument("--overlap", type=int, default=1)
+    p.add_argument("--overlap", type=int, default=None,
+                   help="latent frames shared by consecutive windows (default: the pipeline's for each mode)")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance of the long videos (default: the model's); the 17-frame "
                         "reference keeps the model's default")

@@ -587,3 +587,14 @@ def test_cli_writes_lossless_png_frames_beside_their_contact_sheet(pipe, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "frames.json", "frames_sheet.png", "model"]
     assert main(["generate", A, "--model", str(model), "--out", str(tmp_path / "clip.avi")]) == 2
     assert "--out " in capsys.readouterr().err
+
+
+def test_default_overlap_is_one_and_half_the_window_for_fused_windows(pipe):
+    from vidiff.pipelines.long import default_overlap
+
+    assert [default_overlap(w, "window") for w in (2, 5, 9)] == [1, 1, 1]
+    assert [default_overlap(w, "fuse") for w in (2, 3, 5, 9)] == [1, 1, 2, 4]
+    assert default_overlap(9, "keyframes") == 1
+    for mode, starts in (("window", [0, 4, 8, 12]), ("fuse", [0, 3, 6, 9, 12])):
+        chunks = list(iter_windows(pipe, A, num_frames=33, window=5, mode=mode, seed=0))
+        assert [c.info.latent_start for c in chunks] == starts, mode

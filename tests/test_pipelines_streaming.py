@@ -141,6 +141,8 @@ def test_cli_causal_mode_streams_what_iter_causal_makes_with_a_bounded_cache(tmp
     capsys.readouterr()
     assert main([*args, "--history-guidance", "2", "--out", str(tmp_path / "x.mp4")]) == 2
     assert "does not use --history-guidance" in capsys.readouterr().err
+    assert main([*args, "--overlap", "2", "--out", str(tmp_path / "x.mp4")]) == 2
+    assert "does not use --overlap" in capsys.readouterr().err
     full = _causal_pipeline("concat", 2.0)
     full.transformer.config.attention = "full"
     full.save_pretrained(tmp_path / "full")

@@ -31,8 +31,8 @@ def add_long_arguments(parser: argparse.ArgumentParser) -> None:
                         "and the subject carries over")
     g.add_argument("--window", type=int, metavar="N",
                    help="latent frames per model call (default: the model's clip length, e.g. 5 = 17 frames)")
-    g.add_argument("--overlap", type=int, default=1, metavar="N",
-                   help="latent frames shared by consecutive windows (default: %(default)s)")
+    g.add_argument("--overlap", type=int, default=None, metavar="N",
+                   help="latent frames shared by consecutive windows (default: 1; fuse: half the window)")
     g.add_argument("--long-mode", choices=LONG_MODES, default=None,
                    help="window: sliding windows, overlap held clean (default); fuse: overlapping windows "
                         "denoised together, predictions averaged; keyframes: sparse keyframes, then the gaps; "
@@ -115,7 +115,8 @@ def _causal_chunks(args: argparse.Namespace, pipe, prompt: str, num_frames: int)
     if attention != "causal":
         raise CLIError(f"--long-mode causal: this model's DiT has attention={attention!r}; causal streaming needs "
                        "one trained with attention='causal'")
-    unused = {"--history-guidance": getattr(args, "history_guidance", 1.0) != 1.0,
+    unused = {"--overlap": getattr(args, "overlap", None) is not None,
+              "--history-guidance": getattr(args, "history_guidance", 1.0) != 1.0,
               "--context-noise": getattr(args, "context_noise", None) is not None,
               "--overlap-space pixel": getattr(args, "overlap_space", "latent") != "latent",
               "--window-noise fresh": getattr(args, "window_noise", "repeat") != "repeat",
