@@ -12,7 +12,7 @@ from vidiff.models.vae import CausalVAE3D, VAEConfig
 from vidiff.pipelines import PipelineConfig, SchedulerConfig, VideoPipeline
 from vidiff.pipelines.long import (
     fuse_weights,
-    repeated_window_noise,
+    periodic_window_noise,
     generate_long,
     iter_windows,
     keyframe_positions,
@@ -97,24 +97,23 @@ def test_fuse_weights_sum_to_one_and_ramp_in_overlaps():
     assert (w[:, 0] == torch.tensor([1.0] + [0.0] * (len(starts) - 1), dtype=torch.float64)).all()
 
 
-@pytest.mark.parametrize("total,overlap", [(25, 1), (13, 2), (14, 2), (5, 1)])
-def test_repeated_window_noise_gives_every_window_the_first_ones_noise(total, overlap):
-    """Each window's new frames carry the first window's noise at the same local positions (the
-    last window, moved back to end at the last frame, included); overlaps keep the earlier one's."""
+@pytest.mark.parametrize("total,overlap", [(25, 1), (13, 2), (17, 3), (9, 4)])
+def test_periodic_window_noise_gives_every_fused_window_the_same_noise(total, overlap):
     window = 5
     base = torch.randn(1, 2, window, 3, 3, generator=torch.Generator().manual_seed(0))
     starts = window_starts(total, window, overlap)
-    x = repeated_window_noise(base[:, :, : min(window, total)], starts, total)
-    assert x.shape[2] == total and torch.equal(x[:, :, : min(window, total)], base[:, :, : min(window, total)])
-    prev_end = 0
+    stride = window - overlap
+    x = periodic_window_noise(base, stride, total)
+    assert x.shape == (1, 2, total, 3, 3)
+    assert all(torch.equal(x[:, :, t], base[:, :, t % stride]) for t in range(total))
+    first = x[:, :, :window]
     for s in starts:
-        e = min(s + window, total)
-        assert torch.equal(x[:, :, prev_end:e], base[:, :, prev_end - s : e - s])
-        prev_end = e
-    with pytest.raises(ValueError, match="end at"):
-        repeated_window_noise(base, [0, 4], total=20)
-    with pytest.raises(ValueError, match="in order"):
-        repeated_window_noise(base, [0, 6], total=10)
+        if s % stride == 0:  # all but a last window moved back to end at the last frame
+            assert torch.equal(x[:, :, s : s + window], first)
+    with pytest.raises(ValueError, match="stride"):
+        periodic_window_noise(base, 6, total)
+    with pytest.raises(ValueError, match="stride"):
+        periodic_window_noise(base, 0, total)
 
 
 def test_keyframe_positions_and_frame_mapping():
@@ -305,8 +304,8 @@ def test_window_noise_repeats_the_first_windows_noise_or_draws_anew(pipe, window
 
 @pytest.mark.parametrize("window_noise", ["repeat", "fresh"])
 def test_fused_windows_start_from_the_first_windows_noise_or_fresh_noise(pipe, window_noise):
-    """Fuse mode: at the first step every window's own frames hold the first window's noise at
-    the same local positions (repeat), or other noise (fresh); the shared overlaps are one value."""
+    """Fuse mode: at the first step every window sees the first window's noise (repeat), or other
+    noise (fresh); the frames two windows share are one value either way."""
     first_step = []
     orig = pipe.transformer.forward
 
@@ -326,7 +325,7 @@ def test_fused_windows_start_from_the_first_windows_noise_or_fresh_noise(pipe, w
     first = first_step[0][:, :c]
     for prev, later in zip(first_step, first_step[1:]):  # frames 0-1 of a window are the previous one's 3-4
         assert torch.equal(later[:, :c, :2], prev[:, :c, 3:])
-        assert torch.equal(later[:, :c, 2:], first[:, :, 2:]) == (window_noise == "repeat")
+        assert torch.equal(later[:, :c], first) == (window_noise == "repeat")
 
 
 def test_last_window_with_larger_overlap_still_held_exactly(pipe):

@@ -48,8 +48,8 @@ Where a window's initial noise comes from (`window_noise=`):
 
 * "fresh" — every window draws its own noise from the generator.
 * "repeat" — every window starts from the same noise as the first window of its length (the
-  noise of its held frames is never used; fused windows share one noise sequence in which each
-  window's own frames repeat the first window's, `repeated_window_noise`). Much of an object's
+  noise of its held frames is never used; fused windows share one noise sequence that repeats
+  with their stride, `periodic_window_noise`, so each starts from the same noise). Much of an object's
   size and look is settled in the first, high-noise steps, from the noise as much as from the
   caption and the held frames; fresh noise draws those anew at every hand-off, repeated noise
   settles them the same way in every window. The held frames still decide where the object is
@@ -108,25 +108,18 @@ def window_starts(total: int, window: int, overlap: int) -> list[int]:
     return starts
 
 
-def repeated_window_noise(base: Tensor, starts: Sequence[int], total: int) -> Tensor:
-    """One noise sequence of `total` latent frames in which every window sees `base` again.
+def periodic_window_noise(base: Tensor, stride: int, total: int) -> Tensor:
+    """Noise for `total` latent frames that repeats with the window stride: `noise[t] =
+    base[t mod stride]`, from the first `stride` frames of `base` `[B, C, >= stride, H, W]`.
 
-    `base` `[B, C, W, H, W']` is the first window's noise. Window k starting at `s_k` owns the
-    frames it adds, `[e_{k-1}, e_k)` (window 0 all of its own), and they get
-    `noise[t] = base[t - s_k]`; the frames two fused windows share keep the earlier window's.
-    (Sliding windows need no such sequence: each starts from `base` and its held part is unused.)"""
-    n = base.shape[2]
-    out = base.new_empty(*base.shape[:2], total, *base.shape[3:])
-    prev_end = 0
-    for s in starts:
-        e = min(s + n, total)
-        if not 0 <= s <= prev_end < e:
-            raise ValueError(f"window starts {list(starts)} do not cover [0, {total}) in order")
-        out[:, :, prev_end:e] = base[:, :, prev_end - s : e - s]
-        prev_end = e
-    if prev_end != total:
-        raise ValueError(f"windows starting at {list(starts)} end at {prev_end}, not {total}")
-    return out
+    Fused windows start every `stride = window - overlap` latents, so every window (but a last
+    one moved back to end at the last frame) starts from the very same noise, overlaps included:
+    they all begin the same trajectory and fusing has little to reconcile."""
+    if not 1 <= stride <= base.shape[2]:
+        raise ValueError(f"stride must be in [1, {base.shape[2]}] (the frames of base), got {stride}")
+    if total < 1:
+        raise ValueError(f"total must be >= 1, got {total}")
+    return base[:, :, torch.arange(total, device=base.device) % stride]
 
 
 def fuse_weights(starts: Sequence[int], window: int, total: int) -> Tensor:
@@ -481,8 +474,8 @@ def _fused_latents(run: _Run, infos: list[WindowInfo]) -> Tensor:
     total = run.total
     starts = [i.latent_start for i in infos]
     weights = fuse_weights(starts, run.window, total)
-    if run.window_noise == "repeat":  # every window from the first one's noise (FreeNoise's idea, unshuffled)
-        x = repeated_window_noise(run.noise(min(run.window, total)), starts, total)
+    if run.window_noise == "repeat" and len(starts) > 1:  # every window from the same noise
+        x = periodic_window_noise(run.noise(run.window), starts[1] - starts[0], total)
     else:
         x = run.noise(total)
     times = sch.times(run.sampler, run.steps).to(pipe.device)
