@@ -431,8 +431,9 @@ class VideoPipeline:
             "progressive" (AR(1) correlation = noise_strength) initial noise over frames.
         """
         t0 = time.perf_counter()
-        req = self.resolve_request(prompt, num_frames, height, width, num_inference_steps, sampler, guidance_scale,
-                                   seed, generator)
+        req = self.resolve_request(prompt, num_frames=num_frames, height=height, width=width,
+                                   num_inference_steps=num_inference_steps, sampler=sampler,
+                                   guidance_scale=guidance_scale, seed=seed, generator=generator)
         prompts, batch, height, width, num_frames = req.prompts, len(req.prompts), req.height, req.width, req.num_frames
         scale, generator = req.guidance_scale, req.generator
         self.warn_unknown_words(prompts)
@@ -454,8 +455,9 @@ class VideoPipeline:
         return PipelineOutput(frames=out[0] if req.single else out, latents=latents if return_latents else None,
                               seconds=time.perf_counter() - t0)
 
-    def resolve_request(self, prompt, num_frames, height, width, num_inference_steps, sampler, guidance_scale,
-                        seed: int, generator: torch.Generator | None) -> "Request":
+    def resolve_request(self, prompt: str | list[str], *, num_frames: int | None, height: int | None,
+                        width: int | None, num_inference_steps: int | None, sampler: str | None, guidance_scale,
+                        seed: int, generator: torch.Generator | None) -> Request:
         """A generation call's arguments with the pipeline's defaults filled in (`None` -> the
         model folder's frames / size, the scheduler's steps / sampler / guidance; no generator ->
         one seeded with `seed`); the frame count is checked against the VAE's."""

@@ -246,8 +246,9 @@ class WanVideoPipeline(VideoPipeline):
             raise ValueError("this Wan model is image-to-video: pass image= (the first frame)")
         if not i2v and image is not None:
             raise ValueError("this Wan model is text-to-video; it cannot take image=")
-        req = self.resolve_request(prompt, num_frames, height, width, num_inference_steps, sampler, guidance_scale,
-                                   seed, generator)
+        req = self.resolve_request(prompt, num_frames=num_frames, height=height, width=width,
+                                   num_inference_steps=num_inference_steps, sampler=sampler,
+                                   guidance_scale=guidance_scale, seed=seed, generator=generator)
         prompts, batch, height, width, num_frames = req.prompts, len(req.prompts), req.height, req.width, req.num_frames
         sch, steps, sampler, scale, generator = self.scheduler, req.steps, req.sampler, req.guidance_scale, req.generator
         if sampler not in ("unipc", "euler", "heun", "dpmpp_2m"):
