@@ -562,6 +562,7 @@ def test_generation_record_holds_the_windows_and_eval_measures_seams_there(pipe,
     seams = json.loads(report.read_text())["videos"][0]["seams"]
     expected = boundary_change_ratio(read_video(out), [9, 17, 25])
     assert seams["boundaries"] == [9, 17, 25] and seams["ratio"] == pytest.approx(expected["ratio"])
+    assert seams["boundary_change"] == pytest.approx(np.mean(expected["boundary_changes"]))
     assert main(["eval", "video", str(out), "--boundaries", "9,17", "--max-frames", "12", "--json", str(report)]) == 0
     assert json.loads(report.read_text())["videos"][0]["seams"]["boundaries"] == [9]
 

@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "smoothness (higher is better), dynamic degree (1 = moving) and mean frame-to-frame PSNR.\n"
         "With --seams (or --boundaries), also the seams of a long video made in windows: the mean and\n"
         "largest frame-to-frame change at the window boundaries over the median change elsewhere\n"
-        "(1 = no visible seam).\n\n"
+        "(1 = no visible seam), and the change at a boundary in grey levels (seam dI: mean |dI|,\n"
+        "0-255; a ratio over a nearly still video can be large while the step stays invisible).\n\n"
         "Examples:\n"
         "  vidiff eval video a.mp4 b.mp4 --json metrics.json\n"
         "  vidiff eval video long.mp4 --seams          (boundaries from long.mp4.json, by vidiff generate)\n"
@@ -77,7 +78,8 @@ def recorded_boundaries(video: str) -> list[int]:
     return [int(b) for b in long["boundaries"]]
 
 
-_SEAM_COLUMNS = (("seams.ratio", "seams", "{:.2f}"), ("seams.max_ratio", "seam max", "{:.2f}"))
+_SEAM_COLUMNS = (("seams.ratio", "seams", "{:.2f}"), ("seams.max_ratio", "seam max", "{:.2f}"),
+                 ("seams.boundary_change", "seam dI", "{:.2f}"))
 
 
 def _cell(result: dict, key: str, fmt: str) -> str:
@@ -96,7 +98,8 @@ def _seams(path: str, frames, boundaries: list[int], max_frames: int | None) -> 
     if max_frames is None and len(inside) < len(boundaries):
         raise CLIError(f"{path}: has {len(frames)} frames, but the window boundaries reach frame {max(boundaries)}")
     seams = boundary_change_ratio(frames, inside) if inside else {"ratio": None, "max_ratio": None}
-    return {"boundaries": inside, **seams}
+    changes = seams.get("boundary_changes")
+    return {"boundaries": inside, **seams, "boundary_change": sum(changes) / len(changes) if changes else None}
 
 
 def run(args: argparse.Namespace) -> int:
