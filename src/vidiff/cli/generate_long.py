@@ -83,20 +83,21 @@ def run_long(args: argparse.Namespace, pipe, num_frames: int | None = None) -> I
         raise CLIError("a prompt is needed for long generation")
     if getattr(args, "window", None) is not None and args.window < 2:
         raise CLIError(f"--window {args.window}: needs at least 2 latent frames")
+    request = dict(  # what every long mode takes
+        prompts=[prompt, *(getattr(args, "then", None) or [])], num_frames=num_frames or long_num_frames(args, pipe),
+        negative_prompt=getattr(args, "negative_prompt", "") or "", image=getattr(args, "image", None),
+        height=getattr(args, "height", None), width=getattr(args, "width", None),
+        num_inference_steps=getattr(args, "steps", None), guidance_scale=getattr(args, "guidance", None),
+        sampler=getattr(args, "sampler", None), seed=getattr(args, "seed", 0))
     if getattr(args, "long_mode", None) == "causal":
-        chunks = _causal_chunks(args, pipe, prompt, num_frames or long_num_frames(args, pipe))
+        chunks = _causal_chunks(args, pipe, request)
     else:
         extras = {"fps": args.keyframe_fps} if getattr(args, "keyframe_fps", None) else None
         chunks = iter_windows(
-            pipe, prompts=[prompt, *(getattr(args, "then", None) or [])], num_frames=num_frames or long_num_frames(args, pipe),
-            window=args.window, overlap=args.overlap, mode=args.long_mode or "window",
+            pipe, **request, window=args.window, overlap=args.overlap, mode=args.long_mode or "window",
             overlap_space=getattr(args, "overlap_space", "latent"),
-            negative_prompt=getattr(args, "negative_prompt", "") or "", image=getattr(args, "image", None),
-            height=getattr(args, "height", None), width=getattr(args, "width", None),
-            num_inference_steps=getattr(args, "steps", None), guidance_scale=getattr(args, "guidance", None),
             history_guidance=getattr(args, "history_guidance", 1.0), context_noise=getattr(args, "context_noise", None),
-            sampler=getattr(args, "sampler", None), noise_prior=getattr(args, "noise_prior", "independent"),
-            noise_strength=getattr(args, "noise_strength", 0.5), seed=getattr(args, "seed", 0),
+            noise_prior=getattr(args, "noise_prior", "independent"), noise_strength=getattr(args, "noise_strength", 0.5),
             keyframe_extras=extras, window_noise=getattr(args, "window_noise", "repeat"), progress=False)
     try:
         yield from chunks
@@ -106,9 +107,9 @@ def run_long(args: argparse.Namespace, pipe, num_frames: int | None = None) -> I
         raise CLIError(f"long generation: {err}") from err
 
 
-def _causal_chunks(args: argparse.Namespace, pipe, prompt: str, num_frames: int) -> Iterator:
-    """`iter_causal` with the cache bounded to `--window - --chunk` latent frames (default window:
-    the model's clip length), the attention span the model was trained on."""
+def _causal_chunks(args: argparse.Namespace, pipe, request: dict) -> Iterator:
+    """`iter_causal(pipe, **request)` with the cache bounded to `--window - --chunk` latent frames
+    (default window: the model's clip length), the attention span the model was trained on."""
     from vidiff.pipelines.streaming import clip_cache_frames, iter_causal
 
     attention = getattr(getattr(getattr(pipe, "transformer", None), "config", None), "attention", None)
@@ -129,9 +130,4 @@ def _causal_chunks(args: argparse.Namespace, pipe, prompt: str, num_frames: int)
                                   getattr(args, "width", None))
     except ValueError as err:
         raise CLIError(f"--chunk: {err}") from None
-    return iter_causal(
-        pipe, prompts=[prompt, *(getattr(args, "then", None) or [])], num_frames=num_frames, chunk=chunk,
-        max_cache_frames=cache, negative_prompt=getattr(args, "negative_prompt", "") or "",
-        image=getattr(args, "image", None), height=getattr(args, "height", None), width=getattr(args, "width", None),
-        num_inference_steps=getattr(args, "steps", None), guidance_scale=getattr(args, "guidance", None),
-        sampler=getattr(args, "sampler", None), seed=getattr(args, "seed", 0))
+    return iter_causal(pipe, **request, chunk=chunk, max_cache_frames=cache)
