@@ -205,6 +205,7 @@ def evaluate_mode(pipe, mode: str, args) -> dict:
                   f"identity kept {row['identity_kept']}",
                   flush=True)
 
+    over = [r for r in long_rows if r["seam_ratio"] is not None and r["seam_ratio"] > 1.5]
     summary = {
         "short_frames": short_frames, "long_frames": long_frames,
         "identity_drift_short": mean(r["identity_drift"] for r in short_rows),
@@ -220,9 +221,8 @@ def evaluate_mode(pipe, mode: str, args) -> dict:
         "seam_max_ratio": mean(r["seam_max_ratio"] for r in long_rows),
         "start_ratio_short": mean(r["start_ratio"] for r in short_rows),
         # per video: how many exceed 1.5, and the largest boundary change there (mean |dI|, 0..255)
-        "seam_videos_over_1.5": sum(r["seam_ratio"] is not None and r["seam_ratio"] > 1.5 for r in long_rows),
-        "seam_change_max_over_1.5": max((r["seam_change"] for r in long_rows
-                                         if r["seam_ratio"] is not None and r["seam_ratio"] > 1.5), default=None),
+        "seam_videos_over_1.5": len(over),
+        "seam_change_max_over_1.5": max((r["seam_change"] for r in over), default=None),
         "schedule_motion_acc": mean(s["motion_acc"] for row in schedule_rows for s in row["segments"]),
         "schedule_same_colour_and_shape": mean(float(row["same_colour_and_shape"]) for row in schedule_rows),
         "schedule_identity_kept": mean(float(row["identity_kept"]) for row in schedule_rows),
